@@ -1,0 +1,238 @@
+// Package config is hearth's typed configuration: defaults, loading from
+// YAML and validation with errors that say what to fix.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	"mellium.im/xmpp/jid"
+)
+
+// Duration is a time.Duration written as "90s", "5m", "30d" in YAML.
+type Duration time.Duration
+
+// D returns the duration as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML accepts Go durations plus a "d" suffix for days.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back in the same form.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// ParseDuration parses "30d", "12h", "90s".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, "d") {
+		var days int
+		if _, err := fmt.Sscanf(s, "%dd", &days); err != nil || days < 0 {
+			return 0, fmt.Errorf("invalid duration %q (use e.g. 30d, 12h, 90s)", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 30d, 12h, 90s)", s)
+	}
+	return v, nil
+}
+
+// Config is the whole configuration of one hearth instance.
+type Config struct {
+	Domain  string `yaml:"domain"`
+	DataDir string `yaml:"data_dir"`
+	Listen  Listen `yaml:"listen"`
+	TLS     TLS    `yaml:"tls"`
+	Auth    Auth   `yaml:"auth"`
+	Limits  Limits `yaml:"limits"`
+	Admin   Admin  `yaml:"admin"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Listen says where hearth accepts connections.
+type Listen struct {
+	Addresses []string `yaml:"addresses"` // IPs to bind; default 127.0.0.1 in dev
+	C2SPort   int      `yaml:"c2s_port"`  // STARTTLS, 5222
+	TLSPort   int      `yaml:"tls_port"`  // direct TLS (XEP-0368), 5223
+	HTTPPort  int      `yaml:"http_port"` // portal behind nginx
+}
+
+// TLS names the certificate files; with SelfSigned, hearth makes its own.
+type TLS struct {
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	SelfSigned bool   `yaml:"self_signed"`
+}
+
+// Auth configures credentials and login throttling.
+type Auth struct {
+	ScramIterations int `yaml:"scram_iterations"`
+	// FailuresPerIP is how many failed logins one address may make in
+	// FailureWindow before it must wait.
+	FailuresPerIP int `yaml:"failures_per_ip"`
+	// FailuresPerAccount is how many failed logins against one account, from
+	// one address, are allowed in FailureWindow. Other addresses (the real
+	// user) are not affected.
+	FailuresPerAccount int      `yaml:"failures_per_account"`
+	FailureWindow      Duration `yaml:"failure_window"`
+}
+
+// Limits protect the server from misbehaving peers.
+type Limits struct {
+	MaxStanzaBytes        int      `yaml:"max_stanza_bytes"`
+	MaxStanzaBytesPreAuth int      `yaml:"max_stanza_bytes_preauth"`
+	MaxDepth              int      `yaml:"max_depth"`
+	AuthTimeout           Duration `yaml:"auth_timeout"`
+	MaxOutputBytes        int      `yaml:"max_output_bytes"`
+	WriteTimeout          Duration `yaml:"write_timeout"`
+	// ReadBytesPerSecond and ReadBurstBytes rate-limit each connection; a
+	// client over the limit is slowed down, not disconnected.
+	ReadBytesPerSecond      int `yaml:"read_bytes_per_second"`
+	ReadBurstBytes          int `yaml:"read_burst_bytes"`
+	MaxPendingSubscriptions int `yaml:"max_pending_subscriptions"`
+	MaxRosterItems          int `yaml:"max_roster_items"`
+	MaxOfflineMessages      int `yaml:"max_offline_messages"`
+	MaxSessionsPerAccount   int `yaml:"max_sessions_per_account"`
+}
+
+// Admin configures the admin socket.
+type Admin struct {
+	Socket string `yaml:"socket"`
+	// Group, if set, may use the socket (mode 0660); otherwise only the
+	// owner can (0600).
+	Group string `yaml:"group"`
+}
+
+// Default returns the production defaults for domain.
+func Default(domain string) *Config {
+	return &Config{
+		Domain:  domain,
+		DataDir: "/var/lib/hearth",
+		Listen:  Listen{Addresses: []string{"0.0.0.0", "::"}, C2SPort: 5222, TLSPort: 5223, HTTPPort: 5280},
+		TLS:     TLS{},
+		Auth: Auth{
+			ScramIterations:    10000,
+			FailuresPerIP:      20,
+			FailuresPerAccount: 5,
+			FailureWindow:      Duration(10 * time.Minute),
+		},
+		Limits: Limits{
+			MaxStanzaBytes:          256 << 10,
+			MaxStanzaBytesPreAuth:   16 << 10,
+			MaxDepth:                48,
+			AuthTimeout:             Duration(60 * time.Second),
+			MaxOutputBytes:          2 << 20,
+			WriteTimeout:            Duration(60 * time.Second),
+			ReadBytesPerSecond:      256 << 10,
+			ReadBurstBytes:          1 << 20,
+			MaxPendingSubscriptions: 500,
+			MaxRosterItems:          2000,
+			MaxOfflineMessages:      1000,
+			MaxSessionsPerAccount:   20,
+		},
+		LogLevel: "info",
+	}
+}
+
+// AdminSocket is where the admin socket lives.
+func (c *Config) AdminSocket() string {
+	if c.Admin.Socket != "" {
+		return c.Admin.Socket
+	}
+	return filepath.Join(c.DataDir, "admin.sock")
+}
+
+// DBPath is the bbolt file.
+func (c *Config) DBPath() string { return filepath.Join(c.DataDir, "hearth.db") }
+
+// Load reads a YAML file over the defaults and validates it.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := Default("")
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks every field and reports all problems at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Domain == "" {
+		bad("domain: required (the chat domain, e.g. chat.example.org)")
+	} else if j, err := jid.Parse(c.Domain); err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
+		bad("domain: %q is not a valid domain name", c.Domain)
+	}
+	if c.DataDir == "" {
+		bad("data_dir: required")
+	}
+	for _, a := range c.Listen.Addresses {
+		if net.ParseIP(a) == nil {
+			bad("listen.addresses: %q is not an IP address", a)
+		}
+	}
+	for name, p := range map[string]int{"c2s_port": c.Listen.C2SPort, "tls_port": c.Listen.TLSPort, "http_port": c.Listen.HTTPPort} {
+		if p < 0 || p > 65535 {
+			bad("listen.%s: %d is not a port (0 disables it)", name, p)
+		}
+	}
+	if !c.TLS.SelfSigned && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		bad("tls: set cert_file and key_file, or self_signed: true")
+	}
+	if c.Auth.ScramIterations < 4096 {
+		bad("auth.scram_iterations: %d is below the minimum of 4096", c.Auth.ScramIterations)
+	}
+	l := c.Limits
+	if l.MaxStanzaBytes < 10000 {
+		bad("limits.max_stanza_bytes: %d is below 10000 (RFC 6120 requires at least 10000)", l.MaxStanzaBytes)
+	}
+	if l.MaxStanzaBytesPreAuth < 4096 || l.MaxStanzaBytesPreAuth > l.MaxStanzaBytes {
+		bad("limits.max_stanza_bytes_preauth: %d must be between 4096 and max_stanza_bytes", l.MaxStanzaBytesPreAuth)
+	}
+	if l.MaxDepth < 8 || l.MaxDepth > 1000 {
+		bad("limits.max_depth: %d must be between 8 and 1000", l.MaxDepth)
+	}
+	if l.MaxOutputBytes < l.MaxStanzaBytes {
+		bad("limits.max_output_bytes: must be at least max_stanza_bytes")
+	}
+	if l.AuthTimeout.D() < time.Second || l.WriteTimeout.D() < time.Second {
+		bad("limits.auth_timeout and write_timeout: must be at least 1s")
+	}
+	if l.ReadBytesPerSecond < 0 || (l.ReadBytesPerSecond > 0 && l.ReadBurstBytes < l.MaxStanzaBytes) {
+		bad("limits.read_burst_bytes: must be at least max_stanza_bytes when a read rate is set")
+	}
+	if l.MaxPendingSubscriptions < 1 || l.MaxRosterItems < 1 || l.MaxOfflineMessages < 0 || l.MaxSessionsPerAccount < 1 {
+		bad("limits: max_pending_subscriptions, max_roster_items and max_sessions_per_account must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}

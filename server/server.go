@@ -1,0 +1,136 @@
+// Package server assembles the chat service: storage, the XMPP core and,
+// in one list, every feature module.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/store/boltstore"
+	"github.com/merveilles/hearth/server/tlscert"
+	"github.com/merveilles/hearth/server/xmpp"
+)
+
+// modules is the whole server, top to bottom: each line is one feature.
+func modules() []xmpp.Module {
+	return []xmpp.Module{}
+}
+
+// Server is a running chat service.
+type Server struct {
+	Config *config.Config
+	Store  store.Store
+	Certs  *tlscert.Holder
+	XMPP   *xmpp.Server
+	log    *slog.Logger
+
+	listeners []net.Listener
+	wg        sync.WaitGroup
+}
+
+// New opens storage and certificates and registers every module; it does
+// not listen yet.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	st, err := boltstore.Open(cfg.DBPath())
+	if err != nil {
+		return nil, err
+	}
+	var certs *tlscert.Holder
+	if cfg.TLS.SelfSigned && cfg.TLS.CertFile == "" {
+		certs, err = tlscert.SelfSigned(cfg.DataDir, []string{cfg.Domain})
+	} else {
+		certs, err = tlscert.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	x := xmpp.NewServer(cfg, st, certs.TLSConfig(), log)
+	if err := x.Register(modules()...); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Server{Config: cfg, Store: st, Certs: certs, XMPP: x, log: log}, nil
+}
+
+// Listen opens the client ports on every configured address. A port of 0
+// picks a free port (tests); Addrs reports what was bound.
+func (s *Server) Listen() error {
+	for _, ip := range s.Config.Listen.Addresses {
+		for _, p := range []struct {
+			port   int
+			direct bool
+		}{{s.Config.Listen.C2SPort, false}, {s.Config.Listen.TLSPort, true}} {
+			if p.port < 0 {
+				continue
+			}
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p.port)))
+			if err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen: %w", err)
+			}
+			s.listeners = append(s.listeners, &taggedListener{Listener: ln, direct: p.direct})
+		}
+	}
+	return nil
+}
+
+type taggedListener struct {
+	net.Listener
+	direct bool
+}
+
+// Addrs returns the bound addresses: STARTTLS ones and direct-TLS ones.
+func (s *Server) Addrs() (starttls, direct []net.Addr) {
+	for _, ln := range s.listeners {
+		if ln.(*taggedListener).direct {
+			direct = append(direct, ln.Addr())
+		} else {
+			starttls = append(starttls, ln.Addr())
+		}
+	}
+	return starttls, direct
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// Serve accepts connections until ctx ends, then shuts down cleanly.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, len(s.listeners))
+	for _, ln := range s.listeners {
+		tl := ln.(*taggedListener)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.XMPP.Serve(ctx, tl.Listener, tl.direct); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		s.shutdown()
+		return err
+	}
+	return s.shutdown()
+}
+
+func (s *Server) shutdown() error {
+	sctx, cancel := context.WithTimeout(context.Background(), 10*1e9)
+	defer cancel()
+	err := s.XMPP.Shutdown(sctx)
+	s.wg.Wait()
+	return errors.Join(err, s.Store.Close())
+}

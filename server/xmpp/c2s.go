@@ -1,0 +1,617 @@
+package xmpp
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp/elem"
+	"github.com/merveilles/hearth/server/xmpp/sasl"
+)
+
+// Namespaces of stream negotiation.
+const (
+	NSTLS     = "urn:ietf:params:xml:ns:xmpp-tls"
+	NSSASL    = "urn:ietf:params:xml:ns:xmpp-sasl"
+	NSBind    = "urn:ietf:params:xml:ns:xmpp-bind"
+	NSSession = "urn:ietf:params:xml:ns:xmpp-session"
+)
+
+// Server accepts client streams (c2s) and hands bound sessions to the
+// router.
+type Server struct {
+	cfg      *config.Config
+	router   *Router
+	host     *Host
+	tls      *tls.Config
+	sasl     *sasl.Server
+	throttle *authThrottle
+	log      *slog.Logger
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	closing   bool
+}
+
+// NewServer builds the c2s server. tlsConf must hold the certificate (its
+// GetCertificate may reload it).
+func NewServer(cfg *config.Config, st store.Store, tlsConf *tls.Config, log *slog.Logger) *Server {
+	r := NewRouter(cfg.Domain, st, log)
+	s := &Server{
+		cfg:    cfg,
+		router: r,
+		host:   &Host{r: r, Store: st, Log: log, Config: cfg},
+		tls:    tlsConf,
+		log:    log,
+		conns:  make(map[net.Conn]struct{}),
+		throttle: newAuthThrottle(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerAccount,
+			cfg.Auth.FailureWindow.D()),
+	}
+	s.sasl = sasl.NewServer(cfg.Domain, st.GetAccount, cfg.Auth.ScramIterations)
+	return s
+}
+
+// Host returns the module-facing host.
+func (s *Server) Host() *Host { return s.host }
+
+// Router returns the router.
+func (s *Server) Router() *Router { return s.router }
+
+// Register adds feature modules in order.
+func (s *Server) Register(mods ...Module) error {
+	for _, m := range mods {
+		h := &Host{r: s.router, Store: s.host.Store, Log: s.log.With("module", m.Name()), Config: s.cfg}
+		if err := m.Register(h); err != nil {
+			return fmt.Errorf("module %s: %w", m.Name(), err)
+		}
+	}
+	return nil
+}
+
+// Serve accepts connections on ln until it is closed. With directTLS the
+// TLS handshake comes first (XEP-0368).
+func (s *Server) Serve(ctx context.Context, ln net.Listener, directTLS bool) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.serveConn(ctx, c, directTLS)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, ends every stream with system-shutdown and
+// waits for the connections to finish (or ctx to expire).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	var unbound []net.Conn
+	s.mu.Unlock()
+	for _, sess := range s.router.AllSessions() {
+		sess.Close(&StreamError{Condition: "system-shutdown", Text: "the server is shutting down"})
+	}
+	// Connections still negotiating are simply closed.
+	s.mu.Lock()
+	for c := range s.conns {
+		unbound = append(unbound, c)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(3 * time.Second):
+		for _, c := range unbound {
+			c.Close()
+		}
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// conn is the state of one connection during negotiation.
+type conn struct {
+	srv     *Server
+	raw     net.Conn
+	netConn net.Conn // raw, or the TLS connection over it
+	br      *bufio.Reader
+	dec     *elem.Decoder
+	secure  bool
+	user    string // authenticated localpart
+	ip      string
+	id      string
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, directTLS bool) {
+	c := &conn{srv: s, raw: raw, netConn: raw}
+	c.ip, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(2 * time.Minute)
+	}
+	// Everything before binding must finish within the auth timeout.
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.Limits.AuthTimeout.D()))
+	if directTLS {
+		tc := tls.Server(raw, s.directTLSConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			s.log.Debug("direct TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		c.netConn, c.secure = tc, true
+	}
+	sess, err := c.negotiate(ctx)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	s.runSession(ctx, c, sess)
+}
+
+func (s *Server) directTLSConfig() *tls.Config {
+	t := s.tls.Clone()
+	t.NextProtos = []string{"xmpp-client"}
+	return t
+}
+
+// fail ends a connection that never became a session.
+func (c *conn) fail(err error) {
+	var se *StreamError
+	if errors.As(err, &se) {
+		_ = c.netConn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		var b strings.Builder
+		se.element().WriteTo(&b, "")
+		b.WriteString("</stream:stream>")
+		_, _ = io.WriteString(c.netConn, b.String())
+	}
+	c.srv.log.Debug("connection ended before binding", "remote", c.raw.RemoteAddr().String(), "err", err)
+	closeWrite(c.netConn)
+	c.netConn.Close()
+}
+
+func (c *conn) preauthLimits() elem.Limits {
+	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: 16}
+}
+
+func (c *conn) limits() elem.Limits {
+	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytes, MaxDepth: c.srv.cfg.Limits.MaxDepth}
+}
+
+func (c *conn) write(s string) error {
+	_, err := io.WriteString(c.netConn, s)
+	return err
+}
+
+func (c *conn) writeEl(e *elem.Element) error {
+	var b strings.Builder
+	e.WriteTo(&b, elem.NSClient)
+	return c.write(b.String())
+}
+
+// openStream reads the client's stream header and answers with ours. Errors
+// after our header is out are stream errors, as RFC 6120 4.9.1.1 requires.
+func (c *conn) openStream() error {
+	lim := c.preauthLimits()
+	if c.user != "" {
+		lim = c.limits()
+	}
+	c.br = bufio.NewReaderSize(c.netConn, 1024)
+	c.dec = elem.NewDecoder(c.br, lim)
+	hdr, err := c.dec.ReadHeader()
+	c.id = randomID()
+	out := "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='" +
+		c.id + "' from='" + c.srv.cfg.Domain + "' version='1.0' xml:lang='en'>"
+	if werr := c.write(out); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return readError(err)
+	}
+	if hdr.Name.Space != elem.NSStream || hdr.Name.Local != "stream" {
+		return &StreamError{Condition: "invalid-namespace", Text: "expected a stream:stream element"}
+	}
+	var to, version, defaultNS string
+	for _, a := range hdr.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "to":
+			to = a.Value
+		case a.Name.Space == "" && a.Name.Local == "version":
+			version = a.Value
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			defaultNS = a.Value
+		}
+	}
+	if defaultNS != elem.NSClient {
+		return &StreamError{Condition: "invalid-namespace", Text: "the default namespace must be jabber:client"}
+	}
+	if !strings.EqualFold(to, c.srv.cfg.Domain) {
+		return &StreamError{Condition: "host-unknown", Text: "this server serves " + c.srv.cfg.Domain}
+	}
+	if !strings.HasPrefix(version, "1.") {
+		return &StreamError{Condition: "unsupported-version", Text: "this server speaks XMPP 1.0"}
+	}
+	// The 'from' a client claims in its header is deliberately ignored: the
+	// identity comes from SASL alone (mellium's BindResource trusts it).
+	return nil
+}
+
+// readError maps a decoder error to the stream error to send, if any.
+func readError(err error) error {
+	var se *StreamError
+	var syn *xml.SyntaxError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return se
+	case errors.Is(err, elem.ErrTooBig):
+		return &StreamError{Condition: "policy-violation", Text: "stanza too large"}
+	case errors.Is(err, elem.ErrTooDeep):
+		return &StreamError{Condition: "policy-violation", Text: "elements nested too deeply"}
+	case errors.Is(err, elem.ErrRestricted):
+		return &StreamError{Condition: "restricted-xml", Text: "comments, processing instructions, DTDs and entities are not allowed"}
+	case errors.Is(err, elem.ErrBadFormat):
+		return &StreamError{Condition: "bad-format"}
+	case errors.Is(err, elem.ErrStreamClosed), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+		return err
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		return &StreamError{Condition: "connection-timeout"}
+	case errors.As(err, &syn):
+		return &StreamError{Condition: "not-well-formed", Text: syn.Msg}
+	}
+	if strings.Contains(err.Error(), "connection reset") {
+		return err
+	}
+	return &StreamError{Condition: "not-well-formed"}
+}
+
+func (c *conn) features(children ...*elem.Element) error {
+	var b strings.Builder
+	b.WriteString("<stream:features>")
+	for _, ch := range children {
+		ch.WriteTo(&b, elem.NSClient)
+	}
+	b.WriteString("</stream:features>")
+	return c.write(b.String())
+}
+
+// negotiate runs STARTTLS, SASL and resource binding (RFC 6120 5-7).
+func (c *conn) negotiate(ctx context.Context) (*Session, error) {
+	for {
+		if err := c.openStream(); err != nil {
+			return nil, err
+		}
+		switch {
+		case !c.secure:
+			tlsF := elem.New(NSTLS, "starttls").Add(elem.New(NSTLS, "required"))
+			if err := c.features(tlsF); err != nil {
+				return nil, err
+			}
+			if err := c.startTLS(ctx); err != nil {
+				return nil, err
+			}
+		case c.user == "":
+			mechs := elem.New(NSSASL, "mechanisms")
+			for _, m := range sasl.Mechanisms {
+				mechs.Add(elem.New(NSSASL, "mechanism").AddText(m))
+			}
+			if err := c.features(mechs); err != nil {
+				return nil, err
+			}
+			if err := c.authenticate(ctx); err != nil {
+				return nil, err
+			}
+		default:
+			return c.bind(ctx)
+		}
+	}
+}
+
+func (c *conn) startTLS(ctx context.Context) error {
+	e, err := c.dec.ReadElement()
+	if err != nil {
+		return readError(err)
+	}
+	if e.Name.Space != NSTLS || e.Name.Local != "starttls" {
+		return &StreamError{Condition: "policy-violation", Text: "STARTTLS is required before anything else"}
+	}
+	if c.br.Buffered() > 0 {
+		// Bytes sent before <proceed/> would be trusted as if encrypted.
+		return &StreamError{Condition: "policy-violation", Text: "data sent before the TLS handshake"}
+	}
+	if err := c.write("<proceed xmlns='" + NSTLS + "'/>"); err != nil {
+		return err
+	}
+	tc := tls.Server(c.raw, c.srv.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.netConn, c.secure = tc, true
+	return nil
+}
+
+func saslFailure(cond, text string) string {
+	f := elem.New(NSSASL, "failure").Add(elem.New(NSSASL, cond))
+	if text != "" {
+		t := elem.New(NSSASL, "text")
+		t.Attr = append(t.Attr, xmlLang("en"))
+		f.Add(t.AddText(text))
+	}
+	return f.String()
+}
+
+const maxSASLAttempts = 5
+
+// authenticate runs SASL exchanges until one succeeds, the client gives up
+// or too many fail.
+func (c *conn) authenticate(ctx context.Context) error {
+	throttle := c.srv.throttle
+	for attempt := 0; ; attempt++ {
+		if attempt >= maxSASLAttempts {
+			return &StreamError{Condition: "policy-violation", Text: "too many failed authentication attempts"}
+		}
+		e, err := c.dec.ReadElement()
+		if err != nil {
+			return readError(err)
+		}
+		if e.Name.Space != NSSASL || e.Name.Local != "auth" {
+			if e.Name.Space == NSSASL && e.Name.Local == "abort" {
+				if err := c.write(saslFailure("aborted", "")); err != nil {
+					return err
+				}
+				continue
+			}
+			return &StreamError{Condition: "not-authorized", Text: "authenticate first"}
+		}
+		if wait := throttle.CheckIP(c.ip); wait > 0 {
+			if err := c.write(saslFailure("temporary-auth-failure", fmt.Sprintf("too many failed logins from your address; try again in %d seconds", int(wait.Seconds())+1))); err != nil {
+				return err
+			}
+			continue
+		}
+		user, err := c.saslExchange(ctx, e)
+		if err == nil {
+			throttle.Succeed(c.ip, user)
+			c.user = user
+			return nil
+		}
+		var se *StreamError
+		if errors.As(err, &se) || errors.Is(err, io.EOF) {
+			return err
+		}
+		var throttled errThrottled
+		if !errors.As(err, &throttled) && !errors.Is(err, sasl.ErrAccountDisabled) {
+			throttle.Fail(c.ip, user)
+			if d := throttle.FailureDelay(user); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		cond, text := err.Error(), ""
+		switch {
+		case errors.As(err, &throttled):
+			cond, text = "temporary-auth-failure", throttled.Error()
+		case errors.Is(err, sasl.ErrNotAuthorized):
+			text = "wrong username or password"
+		case errors.Is(err, sasl.ErrAccountDisabled):
+			text = "this account is disabled; ask an admin"
+		case errors.Is(err, sasl.ErrInvalidMech):
+			text = "supported: " + strings.Join(sasl.Mechanisms, ", ")
+		case errors.Is(err, sasl.ErrMalformed), errors.Is(err, sasl.ErrInvalidAuthzid):
+		default:
+			cond = "malformed-request"
+		}
+		if err := c.write(saslFailure(cond, text)); err != nil {
+			return err
+		}
+	}
+}
+
+type errThrottled time.Duration
+
+func (e errThrottled) Error() string {
+	return fmt.Sprintf("too many failed logins for this account from your address; try again in %d seconds", int(time.Duration(e).Seconds())+1)
+}
+
+func decodeSASL(e *elem.Element) ([]byte, error) {
+	t := strings.TrimSpace(e.Text())
+	if t == "" || t == "=" {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(t)
+}
+
+func (c *conn) saslExchange(ctx context.Context, auth *elem.Element) (string, error) {
+	x, err := c.srv.sasl.Start(ctx, auth.Get("mechanism"))
+	if err != nil {
+		return "", err
+	}
+	in, err := decodeSASL(auth)
+	if err != nil {
+		return "", sasl.ErrMalformed
+	}
+	if strings.TrimSpace(auth.Text()) == "" {
+		// No initial response: ask for it with an empty challenge.
+		if err := c.write("<challenge xmlns='" + NSSASL + "'/>"); err != nil {
+			return "", err
+		}
+		if in, err = c.readResponse(); err != nil {
+			return "", err
+		}
+	}
+	for {
+		out, done, err := x.Step(in)
+		if x.Username() != "" {
+			if wait := c.srv.throttle.CheckAccount(c.ip, x.Username()); wait > 0 {
+				return x.Username(), errThrottled(wait)
+			}
+		}
+		if err != nil {
+			return x.Username(), err
+		}
+		if done {
+			s := "<success xmlns='" + NSSASL + "'/>"
+			if len(out) > 0 {
+				s = "<success xmlns='" + NSSASL + "'>" + base64.StdEncoding.EncodeToString(out) + "</success>"
+			}
+			return x.Username(), c.write(s)
+		}
+		if err := c.write("<challenge xmlns='" + NSSASL + "'>" + base64.StdEncoding.EncodeToString(out) + "</challenge>"); err != nil {
+			return "", err
+		}
+		if in, err = c.readResponse(); err != nil {
+			return x.Username(), err
+		}
+	}
+}
+
+func (c *conn) readResponse() ([]byte, error) {
+	e, err := c.dec.ReadElement()
+	if err != nil {
+		return nil, readError(err)
+	}
+	if e.Name.Space == NSSASL && e.Name.Local == "abort" {
+		return nil, errors.New("aborted")
+	}
+	if e.Name.Space != NSSASL || e.Name.Local != "response" {
+		return nil, &StreamError{Condition: "not-authorized", Text: "expected a SASL response"}
+	}
+	in, err := decodeSASL(e)
+	if err != nil {
+		return nil, sasl.ErrMalformed
+	}
+	return in, nil
+}
+
+// bind offers resource binding and binds the authenticated account. The
+// JID bound is always the SASL identity, never anything the client claims.
+func (c *conn) bind(ctx context.Context) (*Session, error) {
+	fs := []*elem.Element{
+		elem.New(NSBind, "bind"),
+		elem.New(NSSession, "session").Add(elem.New(NSSession, "optional")),
+	}
+	fs = append(fs, c.srv.router.streamFeaturesFor(nil)...)
+	if err := c.features(fs...); err != nil {
+		return nil, err
+	}
+	for {
+		e, err := c.dec.ReadElement()
+		if err != nil {
+			return nil, readError(err)
+		}
+		if e.Name.Space != elem.NSClient || e.Name.Local != "iq" {
+			return nil, &StreamError{Condition: "not-authorized", Text: "bind a resource first"}
+		}
+		b := e.Child(NSBind, "bind")
+		if e.Get("type") != "set" || b == nil {
+			reply := ErrorReply(e, &StanzaError{Type: "auth", Condition: "not-authorized", Text: "bind a resource first"})
+			if err := c.writeEl(reply); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		res := strings.TrimSpace(b.ChildText(NSBind, "resource"))
+		if res == "" {
+			res = "hearth-" + randomID()[:8]
+		}
+		full, err := jid.New(c.user, c.srv.cfg.Domain, res)
+		if err != nil {
+			if err := c.writeEl(ErrorReply(e, ErrBadRequest("the resource is not valid: "+err.Error()))); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if n := len(c.srv.router.Sessions(c.user)); n >= c.srv.cfg.Limits.MaxSessionsPerAccount && c.srv.router.Session(full) == nil {
+			se := &StanzaError{Type: "wait", Condition: "resource-constraint", Text: fmt.Sprintf("this account already has %d sessions", n)}
+			if err := c.writeEl(ErrorReply(e, se)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		sess := newSession(full, c.netConn, &c.srv.cfg.Limits)
+		reply := ResultReply(e, elem.New(NSBind, "bind").Add(elem.New(NSBind, "jid").AddText(full.String())))
+		reply.Set("from", "")
+		reply.Set("to", "")
+		if err := c.writeEl(reply); err != nil {
+			return nil, err
+		}
+		return sess, nil
+	}
+}

@@ -1,0 +1,132 @@
+package xmpp
+
+import (
+	"context"
+	"log/slog"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp/elem"
+)
+
+// Host is what a feature module sees of the server, the way a Prosody
+// module sees its host: it registers handlers and disco features, hooks
+// events, and sends stanzas. A module gets nothing else, so features can
+// only meet through events and the store.
+type Host struct {
+	r      *Router
+	Store  store.Store
+	Log    *slog.Logger
+	Config *config.Config
+}
+
+// Module is one XMPP feature.
+type Module interface {
+	// Name is short and unique, used in logs.
+	Name() string
+	// Register declares features and handlers on the host.
+	Register(h *Host) error
+}
+
+// Domain is the server's domain.
+func (h *Host) Domain() string { return h.r.domain }
+
+// DomainJID is the server's own address.
+func (h *Host) DomainJID() jid.JID { return jid.MustParse(h.r.domain) }
+
+// AddFeature advertises a disco#info feature on the server domain.
+func (h *Host) AddFeature(ns ...string) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	for _, n := range ns {
+		h.r.features[n] = true
+	}
+}
+
+// AddIdentity advertises a disco#info identity on the server domain.
+func (h *Host) AddIdentity(category, typ, name string) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.identities = append(h.r.identities, elem.New("http://jabber.org/protocol/disco#info", "identity", "category", category, "type", typ, "name", name))
+}
+
+// Features lists the disco features of the server domain.
+func (h *Host) Features() []string { return h.r.Features() }
+
+// Identities lists the disco identities of the server domain.
+func (h *Host) Identities() []*elem.Element { return h.r.Identities() }
+
+// HandleIQ registers the handler for IQs of type typ ("get" or "set") whose
+// payload is in namespace ns, addressed to target.
+func (h *Host) HandleIQ(target Target, typ, ns string, fn IQHandler) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.iq[iqKey{target, typ, ns}] = fn
+}
+
+// Hook subscribes to a named event. Events fired by the core:
+//
+//	stanza/outgoing          every stanza a local client sends (policy, blocking)
+//	stanza/incoming          a stanza about to reach a local account
+//	message|presence/self    no 'to', or to the sender's own bare JID
+//	message|presence/host    to the server domain
+//	message|presence/bare    to a local account's bare JID
+//	message|presence/full    to a local full JID
+//	iq-result|iq-error/...   responses addressed to the server or an account
+//	route/remote             a stanza for another domain (federation)
+//	session/bound            a session was bound
+//	session/closed           a session ended
+//
+// Modules may fire their own events with Fire.
+func (h *Host) Hook(event string, priority int, fn HookFunc) { h.r.addHook(event, priority, fn) }
+
+// Fire runs the hooks of an event.
+func (h *Host) Fire(ctx context.Context, event string, ev *Event) bool {
+	return h.r.Fire(ctx, event, ev)
+}
+
+// AddStreamFeature adds an element to the stream features offered after
+// resource binding is possible (e.g. caps, roster versioning).
+func (h *Host) AddStreamFeature(fn func(*Session) *elem.Element) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.streamFeatures = append(h.r.streamFeatures, fn)
+}
+
+// HandleSubdomain routes every stanza for a subdomain (a service such as
+// rooms.DOMAIN) to fn.
+func (h *Host) HandleSubdomain(domain string, fn HookFunc) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.subdomains[domain] = fn
+}
+
+// Sessions returns a local account's bound sessions.
+func (h *Host) Sessions(localpart string) []*Session { return h.r.Sessions(localpart) }
+
+// Session returns the session bound to a full JID, or nil.
+func (h *Host) Session(j jid.JID) *Session { return h.r.Session(j) }
+
+// IsLocalUser reports whether j names an account on this server.
+func (h *Host) IsLocalUser(j jid.JID) bool { return h.r.IsLocalUser(j) }
+
+// Route sends a stanza through the router as if it came from its 'from'.
+func (h *Host) Route(ctx context.Context, el *elem.Element) {
+	from, _ := ParseJID(el.Get("from"))
+	to, _ := ParseJID(el.Get("to"))
+	h.r.Route(ctx, &Stanza{El: el, From: from, To: to})
+}
+
+// Reply answers st with reply.
+func (h *Host) Reply(ctx context.Context, st *Stanza, reply *elem.Element) { h.r.Reply(ctx, st, reply) }
+
+// Bounce answers st with a stanza error.
+func (h *Host) Bounce(ctx context.Context, st *Stanza, se *StanzaError) { h.r.Bounce(ctx, st, se) }
+
+// AccountExists reports whether a local account exists.
+func (h *Host) AccountExists(ctx context.Context, localpart string) bool {
+	_, err := h.Store.GetAccount(ctx, localpart)
+	return err == nil
+}
