@@ -63,8 +63,8 @@ type Accounts interface {
 type RosterItem struct {
 	JID          string   `json:"jid"`
 	Name         string   `json:"name,omitempty"`
-	Subscription string   `json:"subscription"` // none, to, from, both
-	Ask          bool     `json:"ask,omitempty"`  // outbound subscribe pending
+	Subscription string   `json:"subscription"`  // none, to, from, both
+	Ask          bool     `json:"ask,omitempty"` // outbound subscribe pending
 	PendingIn    bool     `json:"pending_in,omitempty"`
 	Approved     bool     `json:"approved,omitempty"`
 	Groups       []string `json:"groups,omitempty"`

@@ -45,7 +45,9 @@ func NewError(typ, condition, format string, args ...any) *StanzaError {
 }
 
 // Common stanza errors.
-func ErrServiceUnavailable() *StanzaError { return &StanzaError{Type: "cancel", Condition: "service-unavailable"} }
+func ErrServiceUnavailable() *StanzaError {
+	return &StanzaError{Type: "cancel", Condition: "service-unavailable"}
+}
 
 // ErrBadRequest reports a malformed request.
 func ErrBadRequest(text string) *StanzaError {
