@@ -16,11 +16,20 @@ import (
 	"github.com/merveilles/hearth/server/store/boltstore"
 	"github.com/merveilles/hearth/server/tlscert"
 	"github.com/merveilles/hearth/server/xmpp"
+	"github.com/merveilles/hearth/server/xmpp/message"
+	"github.com/merveilles/hearth/server/xmpp/offline"
+	"github.com/merveilles/hearth/server/xmpp/presence"
+	"github.com/merveilles/hearth/server/xmpp/roster"
 )
 
 // modules is the whole server, top to bottom: each line is one feature.
 func modules() []xmpp.Module {
-	return []xmpp.Module{}
+	return []xmpp.Module{
+		roster.New(),   // RFC 6121 rosters, XEP-0237 versioning
+		presence.New(), // RFC 6121 presence and subscriptions
+		message.New(),  // RFC 6121 message delivery rules
+		offline.New(),  // XEP-0160 offline storage
+	}
 }
 
 // Server is a running chat service.

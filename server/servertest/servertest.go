@@ -141,7 +141,11 @@ func (s *Server) DialDirect(t testing.TB, localpart, password, resource string) 
 func (s *Server) DialErr(localpart, password, resource string, direct bool, mech ...sasl.Mechanism) (*xmpp.Session, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	origin := jid.MustParse(localpart + "@" + Domain + "/" + resource)
+	addr := localpart + "@" + Domain
+	if resource != "" {
+		addr += "/" + resource
+	}
+	origin := jid.MustParse(addr)
 	var conn net.Conn
 	var err error
 	features := []xmpp.StreamFeature{xmpp.SASL("", password, mech...), xmpp.BindResource()}
