@@ -16,19 +16,35 @@ import (
 	"github.com/merveilles/hearth/server/store/boltstore"
 	"github.com/merveilles/hearth/server/tlscert"
 	"github.com/merveilles/hearth/server/xmpp"
+	"github.com/merveilles/hearth/server/xmpp/blocking"
+	"github.com/merveilles/hearth/server/xmpp/disco"
+	"github.com/merveilles/hearth/server/xmpp/last"
 	"github.com/merveilles/hearth/server/xmpp/message"
 	"github.com/merveilles/hearth/server/xmpp/offline"
+	"github.com/merveilles/hearth/server/xmpp/ping"
 	"github.com/merveilles/hearth/server/xmpp/presence"
+	"github.com/merveilles/hearth/server/xmpp/private"
 	"github.com/merveilles/hearth/server/xmpp/roster"
+	"github.com/merveilles/hearth/server/xmpp/timemod"
+	"github.com/merveilles/hearth/server/xmpp/vcard"
+	"github.com/merveilles/hearth/server/xmpp/version"
 )
 
 // modules is the whole server, top to bottom: each line is one feature.
 func modules() []xmpp.Module {
 	return []xmpp.Module{
-		roster.New(),   // RFC 6121 rosters, XEP-0237 versioning
-		presence.New(), // RFC 6121 presence and subscriptions
-		message.New(),  // RFC 6121 message delivery rules
-		offline.New(),  // XEP-0160 offline storage
+		roster.New(),    // RFC 6121 rosters, XEP-0237 versioning
+		presence.New(),  // RFC 6121 presence and subscriptions
+		message.New(),   // RFC 6121 message delivery rules
+		offline.New(),   // XEP-0160 offline storage
+		disco.New(),     // XEP-0030 service discovery, XEP-0115 server caps
+		ping.New(),      // XEP-0199 ping
+		version.New(""), // XEP-0092 software version
+		timemod.New(),   // XEP-0202 entity time
+		vcard.New(),     // XEP-0054 vcard-temp
+		private.New(),   // XEP-0049 private XML storage
+		last.New(),      // XEP-0012 last activity
+		blocking.New(),  // XEP-0191 blocking command
 	}
 }
 

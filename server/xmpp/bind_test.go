@@ -27,7 +27,7 @@ func TestResourceConflictReplacesOldSession(t *testing.T) {
 	}
 	// The new session works.
 	nw.Write("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-	if out := nw.ReadUntil("</iq>"); !strings.Contains(out, "id=\"p1\"") && !strings.Contains(out, "id='p1'") {
+	if out := nw.ReadUntil("p1\""); !strings.Contains(out, "id=\"p1\"") && !strings.Contains(out, "id='p1'") {
 		t.Fatalf("new session: %q", out)
 	}
 }
