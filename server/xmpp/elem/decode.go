@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 )
 
 // Errors the decoder reports; the stream layer maps each to a stream error.
@@ -14,12 +16,24 @@ var (
 	ErrTooBig = errors.New("stanza exceeds the size limit")
 	// ErrTooDeep: elements nested deeper than the depth limit (policy-violation).
 	ErrTooDeep = errors.New("stanza nests elements too deeply")
-	// ErrRestricted: a comment, processing instruction or DTD (restricted-xml).
-	ErrRestricted = errors.New("comments, processing instructions and DTDs are not allowed")
+	// ErrRestricted: a comment, processing instruction, DTD or entity
+	// reference (restricted-xml).
+	ErrRestricted = errors.New("comments, processing instructions, DTDs and entity references are not allowed")
 	// ErrStreamClosed: the peer closed its stream with </stream:stream>.
 	ErrStreamClosed = errors.New("stream closed by peer")
 	// ErrBadFormat: well-formed XML that is not a valid XMPP stream (bad-format).
 	ErrBadFormat = errors.New("text at the stream level")
+	// ErrNotWellFormed: XML that encoding/xml accepts but the XML or XML
+	// namespaces recommendations do not (not-well-formed).
+	ErrNotWellFormed = errors.New("XML is not namespace-well-formed")
+	// ErrUnsupportedEncoding: an encoding other than UTF-8 was declared
+	// (unsupported-encoding).
+	ErrUnsupportedEncoding = errors.New("only UTF-8 is supported")
+)
+
+const (
+	nsXMLNS  = "http://www.w3.org/2000/xmlns/"
+	prefixNS = "xmlns"
 )
 
 // Limits bound what a peer can make the decoder hold in memory.
@@ -62,10 +76,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // Decoder reads a stream header and then whole stanzas from one XML stream.
+// After any error the decoder is spent: every later call returns the same
+// error, because the XML state behind it can no longer be trusted.
 type Decoder struct {
 	cr     countingReader
 	xd     *xml.Decoder
 	limits Limits
+	ns     nsScope
+	err    error
 }
 
 // NewDecoder returns a decoder reading from r. r should be buffered: the
@@ -88,17 +106,43 @@ func (d *Decoder) Consumed() int { return d.cr.n }
 func (d *Decoder) token() (xml.Token, error) {
 	t, err := d.xd.Token()
 	if err != nil {
-		// Our reader's sentinel errors come back wrapped or verbatim.
-		if errors.Is(err, ErrTooBig) {
-			return nil, ErrTooBig
-		}
-		return nil, err
+		return nil, classify(err)
 	}
 	return t, nil
 }
 
+// classify turns encoding/xml's errors about restricted features into ours;
+// it reports them as syntax errors, but XMPP gives them their own stream
+// error conditions.
+func classify(err error) error {
+	if errors.Is(err, ErrTooBig) {
+		return ErrTooBig
+	}
+	var syn *xml.SyntaxError
+	if errors.As(err, &syn) {
+		// "&name;" other than the five predefined entities. Character
+		// references ("&#...;") that are out of range stay syntax errors.
+		if rest, ok := strings.CutPrefix(syn.Msg, "invalid character entity &"); ok && !strings.HasPrefix(rest, "#") && strings.HasSuffix(rest, ";") {
+			return fmt.Errorf("%w: entity reference &%s", ErrRestricted, rest)
+		}
+		return err
+	}
+	if strings.Contains(err.Error(), "CharsetReader") {
+		return fmt.Errorf("%w: %v", ErrUnsupportedEncoding, err)
+	}
+	return err
+}
+
 // ReadHeader reads up to and including the stream's opening tag.
-func (d *Decoder) ReadHeader() (xml.StartElement, error) {
+func (d *Decoder) ReadHeader() (hdr xml.StartElement, err error) {
+	if d.err != nil {
+		return xml.StartElement{}, d.err
+	}
+	defer func() {
+		if err != nil {
+			d.err = err
+		}
+	}()
 	d.cr.n, d.cr.limit = 0, d.limits.MaxBytes
 	for first := true; ; first = false {
 		t, err := d.token()
@@ -107,14 +151,21 @@ func (d *Decoder) ReadHeader() (xml.StartElement, error) {
 		}
 		switch t := t.(type) {
 		case xml.ProcInst:
+			// Only the XML declaration, and only as the very first thing.
 			if !first || t.Target != "xml" {
 				return xml.StartElement{}, ErrRestricted
+			}
+			if !utf8.Valid(t.Inst) {
+				return xml.StartElement{}, fmt.Errorf("%w: invalid UTF-8 in the XML declaration", ErrNotWellFormed)
 			}
 		case xml.CharData:
 			if len(bytes.TrimSpace(t)) != 0 {
 				return xml.StartElement{}, ErrBadFormat
 			}
 		case xml.StartElement:
+			if err := d.ns.push(t); err != nil {
+				return xml.StartElement{}, err
+			}
 			return t.Copy(), nil
 		case xml.EndElement:
 			return xml.StartElement{}, ErrBadFormat
@@ -126,7 +177,15 @@ func (d *Decoder) ReadHeader() (xml.StartElement, error) {
 
 // ReadElement reads the next top-level element of the stream. It returns
 // ErrStreamClosed when the peer ends the stream.
-func (d *Decoder) ReadElement() (*Element, error) {
+func (d *Decoder) ReadElement() (e *Element, err error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	defer func() {
+		if err != nil {
+			d.err = err
+		}
+	}()
 	d.cr.n, d.cr.limit = 0, d.limits.MaxBytes
 	var stack []*Element
 	for {
@@ -139,9 +198,12 @@ func (d *Decoder) ReadElement() (*Element, error) {
 			if len(stack) >= d.limits.MaxDepth {
 				return nil, ErrTooDeep
 			}
+			if err := d.ns.push(t); err != nil {
+				return nil, err
+			}
 			e := &Element{Name: t.Name}
 			for _, a := range t.Attr {
-				if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
+				if a.Name.Space == prefixNS || (a.Name.Space == "" && a.Name.Local == prefixNS) {
 					continue
 				}
 				e.Attr = append(e.Attr, a)
@@ -152,6 +214,7 @@ func (d *Decoder) ReadElement() (*Element, error) {
 			}
 			stack = append(stack, e)
 		case xml.EndElement:
+			d.ns.pop()
 			if len(stack) == 0 {
 				return nil, ErrStreamClosed
 			}
@@ -165,6 +228,11 @@ func (d *Decoder) ReadElement() (*Element, error) {
 				if len(bytes.TrimSpace(t)) != 0 {
 					return nil, ErrBadFormat
 				}
+				continue
+			}
+			if len(t) == 0 {
+				// An empty CDATA section: a Text("") node would not
+				// survive re-serialization.
 				continue
 			}
 			p := stack[len(stack)-1]
@@ -182,4 +250,114 @@ func (d *Decoder) ReadElement() (*Element, error) {
 			return nil, fmt.Errorf("unexpected XML token %T", t)
 		}
 	}
+}
+
+// nsScope checks what encoding/xml lets through about namespaces: it
+// leaves an undeclared prefix in Name.Space as if it were a namespace URI,
+// accepts duplicate attributes and names with several colons, and lets
+// the reserved xml and xmlns namespaces be rebound. Each of these would
+// make two readers of the same stanza disagree about what it says.
+type nsScope struct {
+	inScope map[string]int // namespace URIs bound by an enclosing element
+	added   []string       // URIs bound, in order, to undo on pop
+	marks   []int          // len(added) at each open element
+}
+
+func (s *nsScope) push(t xml.StartElement) error {
+	s.marks = append(s.marks, len(s.added))
+	for _, a := range t.Attr {
+		var uri string
+		switch {
+		case a.Name.Space == prefixNS:
+			uri = a.Value
+			switch {
+			case a.Name.Local == prefixNS, a.Name.Local == "xml" && uri != NSXML,
+				a.Name.Local != "xml" && uri == NSXML, uri == nsXMLNS:
+				return fmt.Errorf("%w: reserved prefix or namespace rebound (xmlns:%s)", ErrNotWellFormed, a.Name.Local)
+			}
+		case a.Name.Space == "" && a.Name.Local == prefixNS:
+			uri = a.Value
+			if uri == NSXML || uri == nsXMLNS {
+				return fmt.Errorf("%w: reserved namespace as the default", ErrNotWellFormed)
+			}
+		default:
+			continue
+		}
+		if s.inScope == nil {
+			s.inScope = make(map[string]int)
+		}
+		s.inScope[uri]++
+		s.added = append(s.added, uri)
+	}
+	if err := s.checkName(t.Name, true); err != nil {
+		return err
+	}
+	for _, a := range t.Attr {
+		if err := s.checkName(a.Name, false); err != nil {
+			return err
+		}
+	}
+	return checkDuplicates(t.Attr)
+}
+
+func (s *nsScope) pop() {
+	if len(s.marks) == 0 {
+		return
+	}
+	m := s.marks[len(s.marks)-1]
+	s.marks = s.marks[:len(s.marks)-1]
+	for _, uri := range s.added[m:] {
+		if s.inScope[uri]--; s.inScope[uri] <= 0 {
+			delete(s.inScope, uri)
+		}
+	}
+	s.added = s.added[:m]
+}
+
+// checkName accepts a name whose space is empty, the xml namespace (for
+// attributes) or a URI bound in scope. encoding/xml leaves an undeclared
+// prefix as the space, so anything else was an undeclared prefix.
+func (s *nsScope) checkName(n xml.Name, isElement bool) error {
+	if strings.IndexByte(n.Local, ':') >= 0 {
+		return fmt.Errorf("%w: name %q has more than one colon or an empty part", ErrNotWellFormed, n.Local)
+	}
+	switch {
+	case n.Space == "":
+		return nil
+	case !isElement && (n.Space == prefixNS || n.Space == NSXML):
+		return nil
+	case isElement && (n.Space == prefixNS || n.Space == NSXML):
+		return fmt.Errorf("%w: element %q uses a reserved prefix", ErrNotWellFormed, n.Local)
+	}
+	if s.inScope[n.Space] > 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: undeclared namespace prefix %q", ErrNotWellFormed, n.Space)
+}
+
+// checkDuplicates rejects an attribute given twice (after namespace
+// resolution). Stanzas carry a handful of attributes, but a hostile one may
+// carry thousands, so large sets use a map rather than comparing pairs.
+func checkDuplicates(attrs []xml.Attr) error {
+	dup := func(n xml.Name) error {
+		return fmt.Errorf("%w: duplicate attribute %q", ErrNotWellFormed, n.Local)
+	}
+	if len(attrs) <= 8 {
+		for i := range attrs {
+			for j := i + 1; j < len(attrs); j++ {
+				if attrs[i].Name == attrs[j].Name {
+					return dup(attrs[i].Name)
+				}
+			}
+		}
+		return nil
+	}
+	seen := make(map[xml.Name]struct{}, len(attrs))
+	for _, a := range attrs {
+		if _, ok := seen[a.Name]; ok {
+			return dup(a.Name)
+		}
+		seen[a.Name] = struct{}{}
+	}
+	return nil
 }
