@@ -1,0 +1,320 @@
+// Command hearth-load is an independent XMPP load client for comparing
+// hearth with other servers (Prosody, ejabberd) on the same machine. It
+// speaks the client protocol itself (a hand-written stream splitter, SCRAM,
+// TLS) so that it stays cheap next to the server it measures, and it
+// reports the server's CPU and memory from /proc alongside its own CPU so
+// that cost per login and per message can be compared even when the tool
+// shares, or saturates, the cores.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	host, domain, prefix, password, tlsMode, mode, mech, label, address string
+	port, pid, sessions, concurrency, pairs, window, users, sources     int
+	bodyBytes, iterations                                               int
+	duration, settle, hold, grace, timeout                              time.Duration
+	jsonOut                                                             bool
+	out                                                                 string
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("hearth-load", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `hearth-load: measure an XMPP server under load.
+
+Modes:
+  rss       resting RSS/PSS of --server-pid
+  idle      RSS per idle authenticated session: opens --sessions sessions
+            (login, roster, presence, ping), lets the server settle and
+            reports (RSS after - RSS before) / sessions; --hold keeps them
+            open longer and then pings every one to prove it is alive
+  logins    full logins per second (TCP, TLS, SASL, bind, roster,
+            presence, ping, close) with --concurrency workers for --duration
+  messages  1:1 messages per second between --pairs pairs of clients, both
+            directions, at most --window in flight per direction
+  prosody-accounts
+            write Prosody account files (internal_hashed, SCRAM-SHA-1) for
+            --users accounts into --out (the host's accounts directory)
+
+Accounts are PREFIX1 … PREFIXn (--user-prefix, --users), all with --password.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.host, "host", "127.0.0.1", "server address")
+	fs.IntVar(&o.port, "port", 5222, "server port")
+	fs.StringVar(&o.domain, "domain", "localhost", "XMPP domain")
+	fs.StringVar(&o.prefix, "user-prefix", "load", "account localpart prefix")
+	fs.IntVar(&o.users, "users", 2000, "number of accounts PREFIX1..PREFIXn available")
+	fs.StringVar(&o.password, "password", "load-password", "password of every account")
+	fs.StringVar(&o.tlsMode, "tls", "starttls", "starttls or direct")
+	fs.IntVar(&o.pid, "server-pid", 0, "PID of the server process (for RSS and CPU)")
+	fs.StringVar(&o.mode, "mode", "rss", "rss, idle, logins, messages or prosody-accounts")
+	fs.IntVar(&o.sessions, "sessions", 1000, "idle: sessions to open")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "logins: parallel workers; idle/messages: parallel logins while connecting")
+	fs.DurationVar(&o.duration, "duration", 15*time.Second, "logins/messages: how long to load")
+	fs.IntVar(&o.pairs, "pairs", 50, "messages: pairs of clients")
+	fs.IntVar(&o.window, "window", 8, "messages: bounded in-flight messages per direction of a pair")
+	fs.StringVar(&o.mech, "mech", "SCRAM-SHA-1", "SASL mechanism: SCRAM-SHA-1, SCRAM-SHA-256 or PLAIN")
+	fs.StringVar(&o.label, "label", "", "name of the server, copied into the output")
+	fs.StringVar(&o.address, "address", "full", "messages: address the peer's full or bare JID")
+	fs.IntVar(&o.bodyBytes, "body-bytes", 100, "messages: body length")
+	fs.IntVar(&o.sources, "sources", 0, "spread connections over 127.0.0.1..127.0.0.N (0: one per 10,000 connections)")
+	fs.DurationVar(&o.settle, "settle", 3*time.Second, "idle: wait before measuring memory")
+	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the sessions this long, then ping each")
+	fs.DurationVar(&o.grace, "grace", 5*time.Second, "messages: how long to wait for in-flight messages after the run")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-login timeout")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
+	fs.StringVar(&o.out, "out", "", "prosody-accounts: directory to write")
+	fs.IntVar(&o.iterations, "iterations", 10000, "prosody-accounts: SCRAM iteration count")
+	_ = fs.Parse(os.Args[1:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, &o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-load:", err)
+		os.Exit(1)
+	}
+	if res == nil {
+		return
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+		return
+	}
+	res.print(os.Stdout)
+}
+
+func run(ctx context.Context, o *options) (*Result, error) {
+	if o.mode == "prosody-accounts" {
+		return nil, writeProsodyAccounts(o)
+	}
+	t := &target{
+		addr:     net.JoinHostPort(o.host, strconv.Itoa(o.port)),
+		domain:   o.domain,
+		direct:   o.tlsMode == "direct",
+		mech:     o.mech,
+		password: o.password,
+		timeout:  o.timeout,
+		cache:    newSaltCache(),
+		tls: &tls.Config{
+			// Benchmarks run against self-signed certificates on loopback.
+			InsecureSkipVerify: true, //nolint:gosec
+			ServerName:         o.domain,
+			MinVersion:         tls.VersionTLS12,
+		},
+	}
+	switch o.tlsMode {
+	case "starttls":
+	case "direct":
+		t.tls.NextProtos = []string{"xmpp-client"}
+	default:
+		return nil, fmt.Errorf("--tls must be starttls or direct, not %q", o.tlsMode)
+	}
+	switch o.mech {
+	case "SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN":
+	default:
+		return nil, fmt.Errorf("--mech must be SCRAM-SHA-1, SCRAM-SHA-256 or PLAIN")
+	}
+	if o.users < 1 {
+		return nil, errors.New("--users must be at least 1")
+	}
+	conns := o.concurrency
+	switch o.mode {
+	case "idle":
+		conns = o.sessions
+	case "messages":
+		conns = 2 * o.pairs
+	}
+	if _, err := raiseNoFile(uint64(conns) + 1024); err != nil {
+		return nil, fmt.Errorf("raising the descriptor limit: %w", err)
+	}
+	n := o.sources
+	if n == 0 {
+		n = conns/10000 + 1
+		if o.mode == "logins" {
+			// Thousands of short connections a second leave TIME_WAIT
+			// sockets behind; spread them over more local ports.
+			n = 4
+		}
+	}
+	if ip := net.ParseIP(o.host); ip != nil && ip.IsLoopback() && ip.To4() != nil && n > 1 {
+		for i := 1; i <= n && i < 255; i++ {
+			t.sources = append(t.sources, net.IPv4(127, 0, 0, byte(i)))
+		}
+	}
+	r := &Result{Label: o.label, Mode: o.mode, Addr: t.addr, TLS: o.tlsMode, Mech: o.mech, ServerPID: o.pid}
+	var err error
+	switch o.mode {
+	case "rss":
+		if o.pid <= 0 {
+			return nil, errors.New("rss needs --server-pid")
+		}
+		var m memSample
+		m, err = readMem(o.pid)
+		r.Resting = &m
+	case "idle":
+		err = runIdle(ctx, o, t, r)
+	case "logins":
+		err = runLogins(ctx, o, t, r)
+	case "messages":
+		err = runMessages(ctx, o, t, r)
+	default:
+		return nil, fmt.Errorf("unknown --mode %q", o.mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Result is one run's measurements; zero fields do not apply to the mode.
+type Result struct {
+	Label     string `json:"label,omitempty"`
+	Mode      string `json:"mode"`
+	Addr      string `json:"addr"`
+	TLS       string `json:"tls"`
+	Mech      string `json:"mech"`
+	ServerPID int    `json:"server_pid,omitempty"`
+
+	Resting          *memSample `json:"resting,omitempty"`
+	Before           *memSample `json:"before,omitempty"`
+	After            *memSample `json:"after,omitempty"`
+	Sessions         int        `json:"sessions,omitempty"`
+	Established      int        `json:"established,omitempty"`
+	Alive            int        `json:"alive,omitempty"`
+	RSSPerSessionKiB float64    `json:"rss_per_session_kib,omitempty"`
+	PSSPerSessionKiB float64    `json:"pss_per_session_kib,omitempty"`
+
+	Logins       int     `json:"logins,omitempty"`
+	LoginsPerSec float64 `json:"logins_per_sec,omitempty"`
+	LoginP50Ms   float64 `json:"login_p50_ms,omitempty"`
+	LoginP99Ms   float64 `json:"login_p99_ms,omitempty"`
+
+	Pairs       int     `json:"pairs,omitempty"`
+	Window      int     `json:"window,omitempty"`
+	Sent        int64   `json:"sent,omitempty"`
+	Delivered   int64   `json:"delivered,omitempty"`
+	Undelivered int64   `json:"undelivered"`
+	Bounced     int64   `json:"bounced,omitempty"`
+	MsgsPerSec  float64 `json:"msgs_per_sec,omitempty"`
+	MsgP50Ms    float64 `json:"msg_p50_ms,omitempty"`
+	MsgP99Ms    float64 `json:"msg_p99_ms,omitempty"`
+
+	Failures   int      `json:"failures"`
+	SoftErrors int      `json:"iq_errors"`
+	Errors     []string `json:"errors,omitempty"`
+
+	ElapsedSec       float64 `json:"elapsed_sec,omitempty"`
+	ServerCPUSec     float64 `json:"server_cpu_sec,omitempty"`
+	ToolCPUSec       float64 `json:"tool_cpu_sec,omitempty"`
+	ServerCPUPerOpUs float64 `json:"server_cpu_per_op_us,omitempty"`
+	ToolCPUPerOpUs   float64 `json:"tool_cpu_per_op_us,omitempty"`
+}
+
+func (r *Result) print(w io.Writer) {
+	row := func(k string, v any) { fmt.Fprintf(w, "%-26s %v\n", k, v) }
+	name := r.Label
+	if name == "" {
+		name = r.Addr
+	}
+	row("server", fmt.Sprintf("%s (%s, %s, %s)", name, r.Addr, r.TLS, r.Mech))
+	row("mode", r.Mode)
+	mem := func(k string, m *memSample) {
+		if m != nil {
+			row(k, fmt.Sprintf("RSS %.1f MiB, PSS %.1f MiB", float64(m.RSSKiB)/1024, float64(m.PSSKiB)/1024))
+		}
+	}
+	mem("resting", r.Resting)
+	mem("before", r.Before)
+	mem("after", r.After)
+	if r.Mode == "idle" {
+		row("sessions", fmt.Sprintf("%d requested, %d established", r.Sessions, r.Established))
+		if r.Alive > 0 {
+			row("alive after hold", r.Alive)
+		}
+		row("RSS per session", fmt.Sprintf("%.1f KiB (PSS %.1f KiB)", r.RSSPerSessionKiB, r.PSSPerSessionKiB))
+	}
+	if r.Mode == "logins" || r.Mode == "idle" {
+		row("logins", r.Logins)
+		row("logins/s", fmt.Sprintf("%.1f", r.LoginsPerSec))
+		row("login latency p50/p99", fmt.Sprintf("%.1f ms / %.1f ms", r.LoginP50Ms, r.LoginP99Ms))
+	}
+	if r.Mode == "messages" {
+		row("pairs × window", fmt.Sprintf("%d × %d (both directions)", r.Pairs, r.Window))
+		row("sent/delivered", fmt.Sprintf("%d / %d", r.Sent, r.Delivered))
+		row("undelivered (bounced)", fmt.Sprintf("%d (%d)", r.Undelivered, r.Bounced))
+		row("messages/s", fmt.Sprintf("%.0f", r.MsgsPerSec))
+		row("delivery p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.MsgP50Ms, r.MsgP99Ms))
+	}
+	if r.Mode != "rss" {
+		row("failures / iq errors", fmt.Sprintf("%d / %d", r.Failures, r.SoftErrors))
+		row("elapsed", fmt.Sprintf("%.1f s", r.ElapsedSec))
+		row("server CPU", fmt.Sprintf("%.2f s", r.ServerCPUSec))
+		row("tool CPU", fmt.Sprintf("%.2f s", r.ToolCPUSec))
+		if r.ServerCPUPerOpUs > 0 {
+			op := "login"
+			if r.Mode == "messages" {
+				op = "message"
+			}
+			row("server CPU per "+op, fmt.Sprintf("%.0f µs", r.ServerCPUPerOpUs))
+			row("tool CPU per "+op, fmt.Sprintf("%.0f µs", r.ToolCPUPerOpUs))
+		}
+	}
+	for _, e := range r.Errors {
+		row("error", e)
+	}
+}
+
+// errLog counts failures and keeps a few distinct samples.
+type errLog struct {
+	mu      sync.Mutex
+	n       int
+	samples []string
+}
+
+func newErrLog() *errLog { return &errLog{} }
+
+func (e *errLog) add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	if len(e.samples) < 5 && !contains(e.samples, s) {
+		e.samples = append(e.samples, s)
+	}
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
