@@ -1,0 +1,266 @@
+//go:build interop
+
+package interop
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const domain = "localhost"
+
+// accounts used by slixmpp_suite.py. They are created with the daemon
+// stopped (the store opened directly), except live ones, which are added
+// through the admin socket of the running daemon.
+var (
+	offlineAccounts = []string{"alice", "bob", "dave", "erin", "frank", "grace", "heidi",
+		"ivan", "judy", "mallory", "olga", "rosa", "peggy"}
+	liveAccounts = []string{"carol"}
+)
+
+func TestSlixmpp(t *testing.T) {
+	python := pythonWithSlixmpp(t)
+	bin := buildHearth(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+
+	passwords := make(map[string]string)
+	for _, u := range offlineAccounts {
+		passwords[u] = addUser(t, bin, data, u)
+	}
+
+	c2s, direct := freePort(t), freePort(t)
+	srv := startHearth(t, bin, data, c2s, direct)
+	for _, u := range liveAccounts {
+		passwords[u] = addUser(t, bin, data, u)
+	}
+
+	var accounts strings.Builder
+	for u, pw := range passwords {
+		fmt.Fprintf(&accounts, "%s %s\n", u, pw)
+	}
+	accountsFile := filepath.Join(dir, "accounts.txt")
+	if err := os.WriteFile(accountsFile, []byte(accounts.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	args := []string{"slixmpp_suite.py",
+		"--host", "127.0.0.1", "--domain", domain,
+		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
+		"--cafile", filepath.Join(data, "cert.pem"),
+		"--accounts", accountsFile,
+	}
+	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
+		args = append(args, "--debug")
+	}
+	if only := os.Getenv("HEARTH_INTEROP_ONLY"); only != "" {
+		args = append(args, "--only", only)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, args...)
+	var out bytes.Buffer
+	if testing.Verbose() {
+		cmd.Stdout = io.MultiWriter(&out, os.Stdout)
+	} else {
+		cmd.Stdout = &out
+	}
+	cmd.Stderr = cmd.Stdout
+	runErr := cmd.Run()
+
+	// The daemon must also shut down cleanly on SIGTERM.
+	stopErr := srv.stop()
+
+	if runErr != nil {
+		t.Errorf("slixmpp scenarios failed (%v):\n%s", runErr, out.String())
+		t.Logf("server log (last lines):\n%s", srv.logTail(150))
+	} else {
+		t.Logf("slixmpp scenarios:\n%s", out.String())
+	}
+	if stopErr != nil {
+		t.Errorf("stopping hearth dev: %v\nserver log (last lines):\n%s", stopErr, srv.logTail(60))
+	}
+}
+
+// pythonWithSlixmpp returns the Debian python3 (or $HEARTH_INTEROP_PYTHON)
+// after checking it can import slixmpp.
+func pythonWithSlixmpp(t *testing.T) string {
+	t.Helper()
+	py := os.Getenv("HEARTH_INTEROP_PYTHON")
+	if py == "" {
+		// Debian's interpreter, where python3-slixmpp installs; a python3
+		// earlier in PATH (pyenv, venv) usually cannot see it.
+		py = "/usr/bin/python3"
+	}
+	out, err := exec.Command(py, "-c", "import slixmpp; print(slixmpp.__version__)").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import slixmpp (apt-get install python3-slixmpp, or set HEARTH_INTEROP_PYTHON): %v\n%s", py, err, out)
+	}
+	t.Logf("slixmpp %s (%s)", strings.TrimSpace(string(out)), py)
+	return py
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// buildHearth builds cmd/hearth from this checkout into a temporary dir.
+func buildHearth(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "hearth")
+	cmd := exec.Command(goTool(), "build", "-o", bin, "../cmd/hearth")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/hearth: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// addUser creates localpart@domain with a random password through
+// "hearth admin", which uses the daemon's socket when it runs and the
+// store directly otherwise.
+func addUser(t *testing.T, bin, data, localpart string) string {
+	t.Helper()
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	pw := "pw-" + hex.EncodeToString(b)
+	cmd := exec.Command(bin, "admin", "--data", data, "user", "add", localpart+"@"+domain, "--password-stdin")
+	cmd.Stdin = strings.NewReader(pw + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hearth admin user add %s: %v\n%s", localpart, err, out)
+	}
+	return pw
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type hearthProc struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	waitErr error
+	stopped bool
+}
+
+// startHearth runs "hearth dev" and waits until both ports accept
+// connections. It is stopped (by its PID) at the end of the test at the
+// latest.
+func startHearth(t *testing.T, bin, data string, c2s, direct int) *hearthProc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "hearth.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := "info"
+	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
+		level = "debug"
+	}
+	cmd := exec.Command(bin, "dev", "--data", data, "--bind", "127.0.0.1",
+		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
+		"--http-port", strconv.Itoa(freePort(t)), "--log-level", level)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start hearth dev: %v", err)
+	}
+	p := &hearthProc{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logf.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() { _ = p.stop() })
+
+	deadline := time.Now().Add(30 * time.Second)
+	for _, port := range []int{c2s, direct} {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-p.exited:
+				t.Fatalf("hearth dev exited before listening (%v):\n%s", p.waitErr, p.logTail(60))
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hearth dev does not listen on %s after 30s:\n%s", addr, p.logTail(60))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Logf("hearth dev running as PID %d on 127.0.0.1:%d (STARTTLS) and :%d (direct TLS)", cmd.Process.Pid, c2s, direct)
+	return p
+}
+
+// stop sends SIGTERM to the daemon and waits for a clean exit (status 0);
+// after 15 s it kills it.
+func (p *hearthProc) stop() error {
+	if p.stopped {
+		return nil
+	}
+	p.stopped = true
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal PID %d: %w", p.cmd.Process.Pid, err)
+	}
+	select {
+	case <-p.exited:
+		if p.waitErr != nil {
+			return fmt.Errorf("hearth dev exited with %v after SIGTERM", p.waitErr)
+		}
+		return nil
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("hearth dev (PID %d) did not exit within 15s of SIGTERM; killed", p.cmd.Process.Pid)
+	}
+}
+
+func (p *hearthProc) logTail(n int) string {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
