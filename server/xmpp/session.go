@@ -24,11 +24,15 @@ type Session struct {
 	bare   string
 	remote string
 	conn   net.Conn
+	raw    net.Conn // the TCP connection under conn, to hang up without TLS niceties
 	limits *config.Limits
+
+	writeMu sync.Mutex // serializes writes to conn: the flusher's and the final one
 
 	mu        sync.Mutex
 	pending   *bytes.Buffer // serialized stanzas waiting for the writer
 	flushing  bool
+	drained   chan struct{} // closed and replaced after every write
 	closed    bool
 	closeOnce sync.Once
 	done      chan struct{}
@@ -45,7 +49,7 @@ type Session struct {
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func newSession(j jid.JID, conn net.Conn, limits *config.Limits) *Session {
-	return &Session{jid: j, bare: j.Bare().String(), conn: conn, limits: limits, remote: conn.RemoteAddr().String(), done: make(chan struct{})}
+	return &Session{jid: j, bare: j.Bare().String(), conn: conn, raw: conn, limits: limits, remote: conn.RemoteAddr().String(), done: make(chan struct{})}
 }
 
 // JID is the session's full JID.
@@ -109,10 +113,16 @@ func (s *Session) SetValue(key, v any) {
 	s.mu.Unlock()
 }
 
-// Send queues a stanza for the client. It never blocks on the network: a
-// writer goroutine exists only while there is something to write, so an idle
-// session costs no goroutine beyond its reader. A client that lets more than
-// the output limit pile up is disconnected.
+// Send queues a stanza for the client. A writer goroutine exists only while
+// there is something to write, so an idle session costs no goroutine beyond
+// its reader.
+//
+// Backpressure: once a quarter of the output limit is queued, Send waits
+// for the client to read, which slows whoever is sending to it (through
+// their own reader) instead of dropping anything. A client that does not
+// read for the write timeout, or lets the whole limit pile up, is
+// disconnected; its unread stanzas are the only loss, as with any dead
+// connection.
 func (s *Session) Send(el *elem.Element) error {
 	s.mu.Lock()
 	if s.closed {
@@ -123,7 +133,8 @@ func (s *Session) Send(el *elem.Element) error {
 		s.pending = bufPool.Get().(*bytes.Buffer)
 	}
 	el.WriteTo(s.pending, elem.NSClient)
-	if s.pending.Len() > s.limits.MaxOutputBytes {
+	n := s.pending.Len()
+	if n > s.limits.MaxOutputBytes {
 		s.mu.Unlock()
 		s.Close(ErrSlowReader)
 		return ErrSlowReader
@@ -132,8 +143,49 @@ func (s *Session) Send(el *elem.Element) error {
 		s.flushing = true
 		go s.flush()
 	}
-	s.mu.Unlock()
-	return nil
+	if n <= s.limits.MaxOutputBytes/4 {
+		s.mu.Unlock()
+		return nil
+	}
+	return s.waitForSpace()
+}
+
+// waitForSpace is called with s.mu held and returns with it released.
+func (s *Session) waitForSpace() error {
+	timer := time.NewTimer(s.limits.WriteTimeout.D())
+	defer timer.Stop()
+	for {
+		if s.closed {
+			s.mu.Unlock()
+			return net.ErrClosed
+		}
+		if s.pending == nil || s.pending.Len() <= s.limits.MaxOutputBytes/4 {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		ch := s.drained
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-s.done:
+			return net.ErrClosed
+		case <-timer.C:
+			s.Close(ErrSlowReader)
+			return ErrSlowReader
+		}
+		s.mu.Lock()
+	}
+}
+
+// signalDrained wakes senders waiting for space; s.mu must be held.
+func (s *Session) signalDrained() {
+	if s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
 }
 
 func (s *Session) flush() {
@@ -141,23 +193,23 @@ func (s *Session) flush() {
 		s.mu.Lock()
 		buf := s.pending
 		s.pending = nil
+		s.signalDrained()
 		if buf == nil || s.closed {
 			s.flushing = false
 			s.mu.Unlock()
-			if buf != nil {
-				buf.Reset()
-				bufPool.Put(buf)
-			}
+			putBuf(buf)
 			return
 		}
 		s.mu.Unlock()
+		s.writeMu.Lock()
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.limits.WriteTimeout.D()))
 		_, err := s.conn.Write(buf.Bytes())
-		buf.Reset()
-		bufPool.Put(buf)
+		s.writeMu.Unlock()
+		putBuf(buf)
 		if err != nil {
 			s.mu.Lock()
 			s.flushing = false
+			s.signalDrained()
 			s.mu.Unlock()
 			s.Close(err)
 			return
@@ -165,46 +217,79 @@ func (s *Session) flush() {
 	}
 }
 
+// putBuf recycles an output buffer unless a burst made it big: pooled
+// buffers live on in every idle session's future, so memory stays flat
+// only if the pool holds small ones.
+func putBuf(b *bytes.Buffer) {
+	if b == nil || b.Cap() > 64<<10 {
+		return
+	}
+	b.Reset()
+	bufPool.Put(b)
+}
+
 // Close ends the session: pending output is flushed (within the write
-// timeout), the stream is closed and the connection shut. streamErr, if it
-// is a *StreamError, is sent first.
+// timeout), the stream is closed and the connection shut. reason, if it
+// is a *StreamError, is sent first. A peer dropped for not reading
+// (ErrSlowReader, a write timeout) gets no flush: it would not read it.
 func (s *Session) Close(reason error) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		buf := s.pending
 		s.pending = nil
 		s.closed = true
-		flushing := s.flushing
+		s.signalDrained()
 		s.mu.Unlock()
-		go func() {
-			// Let an in-flight writer finish rather than interleave with it.
-			for i := 0; flushing && i < 100; i++ {
-				time.Sleep(10 * time.Millisecond)
-				s.mu.Lock()
-				flushing = s.flushing
-				s.mu.Unlock()
-			}
-			out := new(bytes.Buffer)
-			if buf != nil {
-				out.Write(buf.Bytes())
-			}
-			var se *StreamError
-			if errors.As(reason, &se) {
-				se.element().WriteTo(out, elem.NSClient)
-			}
-			out.WriteString("</stream:stream>")
-			_ = s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-			_, _ = s.conn.Write(out.Bytes())
-			closeWrite(s.conn)
-			// Give the peer a moment to close its side (RFC 6120 4.4).
-			_ = s.conn.SetReadDeadline(time.Now().Add(time.Second))
-			select {
-			case <-s.done:
-			case <-time.After(time.Second):
-			}
-			s.conn.Close()
-		}()
+		go s.finish(buf, reason)
 	})
+}
+
+// finish writes the end of the stream and closes the connection. It holds
+// writeMu, so the closing tag never overtakes stanzas the flusher is still
+// writing.
+func (s *Session) finish(buf *bytes.Buffer, reason error) {
+	var ne net.Error
+	slow := errors.Is(reason, ErrSlowReader) || errors.As(reason, &ne) && ne.Timeout()
+	out := new(bytes.Buffer)
+	if slow {
+		putBuf(buf)
+		reason = &StreamError{Condition: "policy-violation", Text: "the server's output to you was not being read"}
+		// Cut short a flusher stuck writing to a peer that does not read;
+		// looping covers a flusher that sets its own deadline just after.
+		for !s.writeMu.TryLock() {
+			_ = s.conn.SetWriteDeadline(time.Now())
+			time.Sleep(5 * time.Millisecond)
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	} else {
+		if buf != nil {
+			out.Write(buf.Bytes())
+			putBuf(buf)
+		}
+		s.writeMu.Lock()
+		_ = s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	}
+	var se *StreamError
+	if errors.As(reason, &se) {
+		se.element().WriteTo(out, elem.NSClient)
+	}
+	out.WriteString("</stream:stream>")
+	_, err := s.conn.Write(out.Bytes())
+	if err == nil && !slow {
+		closeWrite(s.conn)
+	}
+	s.writeMu.Unlock()
+	if err == nil && !slow {
+		// Give the peer a moment to close its side (RFC 6120 4.4).
+		_ = s.conn.SetReadDeadline(time.Now().Add(time.Second))
+		select {
+		case <-s.done:
+		case <-time.After(time.Second):
+		}
+	}
+	// The raw connection, not the TLS one: tls.Conn.Close would try to send
+	// close_notify and wait on a peer that is not reading.
+	s.raw.Close()
 }
 
 func (s *Session) markDone() {
