@@ -810,8 +810,12 @@ async def s_blocking(suite):
     i = await Client(suite, "ivan", "main").online(roster=False)
     i2 = await Client(suite, "ivan", "other").online(roster=False)
     j = await Client(suite, "judy", "main").online(roster=False)
-    res = await i.iq("get", "<blocklist xmlns='%s'/>" % NS_BLOCKING)
-    check(res.xml.find(q("blocklist", NS_BLOCKING)) is not None, "blocklist result: %s" % res)
+    # Both of ivan's resources fetch the list, as XEP-0191 3.2 says clients
+    # SHOULD; pushes go to such resources.
+    for c in (i, i2):
+        res = await c.iq("get", "<blocklist xmlns='%s'/>" % NS_BLOCKING)
+        bl = res.xml.find(q("blocklist", NS_BLOCKING))
+        check(bl is not None and len(bl) == 0, "initial blocklist must be an empty <blocklist/>: %s" % res)
     # Before blocking, messages flow.
     j.message(i.full, "before block")
     await i.msgs.expect(message_from(j.full, "before block"), "judy's message before the block")
@@ -850,6 +854,12 @@ async def s_blocking(suite):
                         "unblock push to ivan's other resource")
     j.message(i.full, "after unblock")
     await i.msgs.expect(message_from(j.full, "after unblock"), "judy's message after the unblock")
+    # Unblock everything: an empty <unblock/> (XEP-0191 3.5).
+    await i.iq("set", "<block xmlns='%s'><item jid='%s'/><item jid='x@%s'/></block>"
+               % (NS_BLOCKING, j.bare, suite.domain))
+    await i.iq("set", "<unblock xmlns='%s'/>" % NS_BLOCKING)
+    res = await i.iq("get", "<blocklist xmlns='%s'/>" % NS_BLOCKING)
+    check(len(res.xml.find(q("blocklist", NS_BLOCKING))) == 0, "blocklist after unblocking all: %s" % res)
     for c in (i, i2, j):
         await c.close()
 
