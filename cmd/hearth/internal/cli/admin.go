@@ -81,6 +81,7 @@ func (f instanceFlags) load() (*config.Config, error) {
 	}
 	cfg := config.Default(domain)
 	cfg.DataDir = f.data
+	cfg.TLS.SelfSigned = true // as "hearth dev" sets it; Validate refuses a config without certificates
 	return cfg, cfg.Validate()
 }
 
