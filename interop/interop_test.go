@@ -25,9 +25,9 @@ import (
 
 const domain = "localhost"
 
-// accounts used by slixmpp_suite.py. They are created with the daemon
-// stopped (the store opened directly), except live ones, which are added
-// through the admin socket of the running daemon.
+// Accounts used by slixmpp_suite.py. They are created with the daemon
+// stopped (hearth admin opens the store directly), except liveAccounts,
+// which are added through the admin socket of the running daemon.
 var (
 	offlineAccounts = []string{"alice", "bob", "dave", "erin", "frank", "grace", "heidi",
 		"ivan", "judy", "mallory", "olga", "rosa", "peggy"}
@@ -40,12 +40,19 @@ func TestSlixmpp(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 
+	// The first start creates the instance (database, certificate, admin
+	// account); it must then stop cleanly on SIGTERM.
+	c2s, direct := freePort(t), freePort(t)
+	first := startHearth(t, bin, data, c2s, direct)
+	if err := first.stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
+	}
+
 	passwords := make(map[string]string)
 	for _, u := range offlineAccounts {
 		passwords[u] = addUser(t, bin, data, u)
 	}
 
-	c2s, direct := freePort(t), freePort(t)
 	srv := startHearth(t, bin, data, c2s, direct)
 	for _, u := range liveAccounts {
 		passwords[u] = addUser(t, bin, data, u)
@@ -90,7 +97,7 @@ func TestSlixmpp(t *testing.T) {
 	if runErr != nil {
 		t.Errorf("slixmpp scenarios failed (%v):\n%s", runErr, out.String())
 		t.Logf("server log (last lines):\n%s", srv.logTail(150))
-	} else {
+	} else if !testing.Verbose() {
 		t.Logf("slixmpp scenarios:\n%s", out.String())
 	}
 	if stopErr != nil {
