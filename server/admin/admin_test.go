@@ -91,7 +91,7 @@ func (d *daemon) stop() {
 }
 
 func mustConnect(t *testing.T, cfg *config.Config) Ops {
-	ops, err := Connect(context.Background(), cfg)
+	ops, err := Connect(context.Background(), cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestConnectLockedDatabase(t *testing.T) {
 	cfg := testConfig(t)
 	st := openStore(t, cfg) // a daemon holds the database, its socket is gone
 	defer st.Close()
-	_, err := Connect(context.Background(), cfg)
+	_, err := Connect(context.Background(), cfg, false)
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("Connect with a locked database = %v, want ErrUnreachable", err)
 	}
@@ -236,12 +236,21 @@ func TestConnectLockedDatabase(t *testing.T) {
 
 func TestConnectNoInstance(t *testing.T) {
 	cfg := testConfig(t)
-	_, err := Connect(context.Background(), cfg)
+	_, err := Connect(context.Background(), cfg, false)
 	if err == nil || !strings.Contains(err.Error(), "no hearth instance") {
 		t.Fatalf("Connect to an empty directory: %v", err)
 	}
 	if _, serr := os.Stat(cfg.DBPath()); !os.IsNotExist(serr) {
 		t.Fatal("Connect created a database where there was none")
+	}
+	// Provisioning before the first start creates it.
+	ops, err := Connect(context.Background(), cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	if _, _, err := AddUser(context.Background(), ops, "first", "pw", store.RoleMember); err != nil {
+		t.Fatal(err)
 	}
 }
 

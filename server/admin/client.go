@@ -155,15 +155,18 @@ func (c *Client) PutUsers(ctx context.Context, as []store.Account) error {
 var ErrUnreachable = errors.New("the daemon seems to be running but its admin socket is not reachable")
 
 // Connect returns operations on the instance cfg describes: through the
-// daemon's socket when it answers, otherwise directly on the database.
-func Connect(ctx context.Context, cfg *config.Config) (Ops, error) {
+// daemon's socket when it answers, otherwise directly on the database. With
+// create, a missing database is created (accounts may be provisioned before
+// the first start); otherwise a missing one is an error, so a mistyped
+// --data does not silently show an empty instance.
+func Connect(ctx context.Context, cfg *config.Config, create bool) (Ops, error) {
 	sock := cfg.AdminSocket()
 	c, sockErr := Dial(ctx, sock)
 	if sockErr == nil {
 		return c, nil
 	}
 	db := cfg.DBPath()
-	if _, err := os.Stat(db); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(db); errors.Is(err, os.ErrNotExist) && !create {
 		return nil, fmt.Errorf("no hearth instance here: the admin socket %s does not answer (%v) and there is no database at %s; check --data/--config, or start hearth once", sock, sockErr, db)
 	}
 	st, err := boltstore.Open(db)

@@ -22,7 +22,8 @@ const adminText = `
 Manage accounts. hearth admin talks to the running daemon over its admin
 socket, so changes apply to live sessions at once (a deleted or disabled
 user is disconnected). When the daemon is stopped it opens the database
-directly.
+directly ("user add" and "user import" create it for an instance that has
+never run, so accounts can be provisioned before the first start).
 
 The instance is chosen with --data DIR (a "hearth dev" data directory) or
 --config FILE (a "hearth run" configuration). Without either, it uses
@@ -107,7 +108,8 @@ func Admin(env Env, args []string) int {
 
 type userCmd struct {
 	name, synopsis, text string
-	args                 int // positional arguments required
+	args                 int  // positional arguments required
+	creates              bool // may create the database of a never-started instance
 	flags                func(fs *flag.FlagSet) func(c *userCall) error
 }
 
@@ -160,13 +162,18 @@ func adminUser(env Env, parent instanceFlags, args []string) int {
 	if err != nil {
 		return usageError(env, fs, err)
 	}
-	ops, err := admin.Connect(env.Ctx, cfg)
+	_, statErr := os.Stat(cfg.DBPath())
+	ops, err := admin.Connect(env.Ctx, cfg, cmd.creates)
 	if err != nil {
 		return fail(env, "admin", err)
 	}
 	defer ops.Close()
 	if info, err := ops.Info(env.Ctx); err == nil && !info.Daemon {
-		fmt.Fprintf(env.Stderr, "note: hearth is not running; working on %s directly\n", cfg.DBPath())
+		if os.IsNotExist(statErr) {
+			fmt.Fprintf(env.Stderr, "note: hearth is not running and %s did not exist; created a new database\n", cfg.DBPath())
+		} else {
+			fmt.Fprintf(env.Stderr, "note: hearth is not running; working on %s directly\n", cfg.DBPath())
+		}
 	}
 	if err := run(&userCall{env: env, ops: ops, args: pos}); err != nil {
 		return fail(env, "admin user "+cmd.name, err)
@@ -176,7 +183,7 @@ func adminUser(env Env, parent instanceFlags, args []string) int {
 
 func userCommands() []userCmd {
 	return []userCmd{
-		{name: "add", args: 1, synopsis: "add JID [--password-stdin] [--role admin|member|limited]",
+		{name: "add", args: 1, creates: true, synopsis: "add JID [--password-stdin] [--role admin|member|limited]",
 			text: "Create an account. Without --password-stdin a strong password is generated and printed.",
 			flags: func(fs *flag.FlagSet) func(*userCall) error {
 				stdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
@@ -283,7 +290,7 @@ func userCommands() []userCmd {
 					return nil
 				}
 			}},
-		{name: "import", args: 1, synopsis: "import FILE [--replace] [--role ROLE]",
+		{name: "import", args: 1, creates: true, synopsis: "import FILE [--replace] [--role ROLE]",
 			text: `
 Create accounts from FILE ("-" reads standard input): one "localpart password"
 per line, the password being the rest of the line; blank lines and lines
