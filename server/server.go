@@ -96,7 +96,13 @@ func (s *Server) Listen() error {
 			if p.port < 0 {
 				continue
 			}
-			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p.port)))
+			// One family per socket: a dual-stack "::" would collide with
+			// "0.0.0.0" on the same port.
+			network := "tcp6"
+			if parsed := net.ParseIP(ip); parsed != nil && parsed.To4() != nil {
+				network = "tcp4"
+			}
+			ln, err := net.Listen(network, net.JoinHostPort(ip, strconv.Itoa(p.port)))
 			if err != nil {
 				s.closeListeners()
 				return fmt.Errorf("listen: %w", err)
