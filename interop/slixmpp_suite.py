@@ -638,6 +638,66 @@ async def s_subscription(suite):
     await e.close()
 
 
+def presence_type(ptype, from_bare):
+    return lambda p: p.xml.get("type") == ptype and str(p["from"]) == from_bare
+
+
+@scenario("unsubscribe, cancel and roster remove (RFC 6121 3.3, 3.2, 2.5.2)")
+async def s_unsubscribe(suite):
+    n = await Client(suite, "nina", "main").online()
+    o = await Client(suite, "oscar", "main").online(direct=True)
+    await subscribe(n, o, suite)
+    await subscribe(o, n, suite)
+
+    # 3.3: nina unsubscribes from oscar's presence: both -> from / to.
+    n.send_presence(pto=o.bare, ptype="unsubscribe")
+    await n.pushes.expect(push_for(o.bare, subscription="from"),
+                          "roster push to nina: oscar now 'from' (RFC 6121 3.3.2)")
+    await o.pres.expect(presence_type("unsubscribe", n.bare), "unsubscribe from nina at oscar (RFC 6121 3.3.3)")
+    await o.pushes.expect(push_for(n.bare, subscription="to"), "roster push to oscar: nina now 'to' (RFC 6121 3.3.3)")
+    await n.pres.expect(presence_from(o.full, "unavailable"),
+                        "unavailable from oscar's resource at nina after she unsubscribed (RFC 6121 3.3.3)")
+    # oscar's presence no longer reaches nina; nina's still reaches oscar.
+    o.send_presence(pstatus="only for my subscribers")
+    n.send_presence(pstatus="nina still shares")
+    await o.pres.expect(presence_from(n.full, status="nina still shares"), "nina's presence at oscar (still 'to')")
+    await n.pres.expect_none(presence_from(o.full, status="only for my subscribers"),
+                             "oscar's presence at nina after she unsubscribed")
+
+    # 3.2: nina cancels oscar's subscription to her: from / to -> none.
+    n.send_presence(pto=o.bare, ptype="unsubscribed")
+    await n.pushes.expect(push_for(o.bare, subscription="none"),
+                          "roster push to nina: oscar now 'none' (RFC 6121 3.2.2)")
+    await o.pres.expect(presence_from(n.full, "unavailable"),
+                        "unavailable from nina's resource at oscar when she cancelled (RFC 6121 3.2.2)")
+    await o.pres.expect(presence_type("unsubscribed", n.bare), "unsubscribed from nina at oscar (RFC 6121 3.2.3)")
+    await o.pushes.expect(push_for(n.bare, subscription="none"), "roster push to oscar: nina now 'none' (RFC 6121 3.2.3)")
+    n.send_presence(pstatus="after cancel")
+    await o.pres.expect_none(presence_from(n.full, status="after cancel"), "nina's presence at oscar after she cancelled")
+
+    # 2.5.2: removing a contact with a subscription cancels both directions.
+    await subscribe(n, o, suite)
+    await subscribe(o, n, suite)
+    await n.roster_set(o.bare, remove=True)
+    await n.pushes.expect(push_for(o.bare, subscription="remove"), "roster push removing oscar at nina")
+    await o.pres.expect(presence_type("unsubscribe", n.bare),
+                        "unsubscribe from nina at oscar after she removed him (RFC 6121 2.5.2)")
+    await o.pres.expect(presence_type("unsubscribed", n.bare),
+                        "unsubscribed from nina at oscar after she removed him (RFC 6121 2.5.2)")
+    await o.pushes.expect(push_for(n.bare, subscription="none"), "roster push to oscar: nina now 'none'")
+    # RFC 6121 2.5.2 names only the unsubscribe/unsubscribed; without an
+    # unavailable, oscar keeps showing nina online, so it is noted.
+    try:
+        await o.pres.expect(presence_from(n.full, "unavailable"), "", timeout=3)
+    except Failure:
+        suite.note("no unavailable from %s at %s after she removed him with subscription both: "
+                   "he keeps seeing her online" % (n.full, o.bare))
+    res = await n.roster_get()
+    check(o.bare not in (roster_items(res) or {}), "oscar still in nina's roster after remove: %s" % res)
+    await n.close()
+    await o.close()
+
+
 @scenario("presence broadcast, probes and unavailable (RFC 6121 4)")
 async def s_broadcast(suite):
     f = await Client(suite, "frank", "main").online()
