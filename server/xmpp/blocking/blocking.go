@@ -2,9 +2,9 @@
 // a list of JIDs with which the server will not let them communicate in
 // either direction.
 //
-// The store is the source of truth; each user's list is cached in memory
-// as an immutable set that is replaced, never changed, so the per-stanza
-// checks read it without locking.
+// The store is the source of truth; the lists of users who are online are
+// cached in memory as immutable sets that are replaced, never changed, so
+// the per-stanza checks read them without holding a lock.
 package blocking
 
 import (
@@ -88,12 +88,15 @@ func (m *module) list(ctx context.Context, user string) (set, error) {
 	for k := range raw {
 		l[k] = struct{}{}
 	}
+	// Only online users are cached: stanzas to offline or made-up
+	// accounts must not grow memory without bound.
+	online := len(m.h.Sessions(user)) > 0
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur, ok := m.lists[user]; ok {
 		return cur, nil
 	}
-	if m.gen == gen {
+	if online && m.gen == gen {
 		m.lists[user] = l
 	}
 	return l, nil
@@ -394,6 +397,9 @@ func (m *module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
 	}
 	if !m.blocks(ctx, st.From.Localpart(), st.To) {
 		return false
+	}
+	if st.Kind() == "iq" && st.Type() == "result" {
+		return true // an answer to nothing the contact could have sent
 	}
 	se := &xmpp.StanzaError{Type: "cancel", Condition: "not-acceptable",
 		Text: "you have blocked " + st.To.String(), Extra: elem.New(NSErrors, "blocked")}

@@ -1,10 +1,13 @@
 package vcard_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/merveilles/hearth/server/servertest"
+	"github.com/merveilles/hearth/server/xmpp"
 	"github.com/merveilles/hearth/server/xmpp/vcard"
 )
 
@@ -73,5 +76,41 @@ func TestVCardIsStoredAndReplaced(t *testing.T) {
 	got := a2.IQ("<iq type='get' id='g1'><vCard xmlns='vcard-temp'/></iq>").String()
 	if !strings.Contains(got, "<FN>Alice L.</FN>") || strings.Contains(got, "BINVAL") {
 		t.Fatalf("after replacing and reconnecting: %s", got)
+	}
+}
+
+// hookModule stands for avatar conversion (XEP-0398), which follows vCard
+// changes through the "vcard/updated" event.
+type hookModule struct{ got chan string }
+
+func (hookModule) Name() string { return "test-vcard-hook" }
+func (m hookModule) Register(h *xmpp.Host) error {
+	h.Hook("vcard/updated", 0, func(_ context.Context, ev *xmpp.Event) bool {
+		m.got <- ev.Stanza.From.Bare().String() + " " + ev.Stanza.Payload().ChildText(vcard.NS, "FN")
+		return false
+	})
+	return nil
+}
+
+func TestUpdateFiresEvent(t *testing.T) {
+	s := servertest.Start(t)
+	hm := hookModule{got: make(chan string, 4)}
+	servertest.Must(t, s.XMPP.Register(hm))
+	s.AddUser(t, "alice", "pa")
+	s.AddUser(t, "bob", "pb")
+	a := s.Dial(t, "alice", "pa", "r")
+	b := s.Dial(t, "bob", "pb", "r")
+	b.IQ("<iq type='set' id='s0' to='alice@localhost'><vCard xmlns='vcard-temp'><FN>Mallory</FN></vCard></iq>")
+	a.IQ("<iq type='set' id='s1'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>")
+	select {
+	case got := <-hm.got:
+		if got != "alice@localhost Alice" {
+			t.Fatalf("event for %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no vcard/updated event")
+	}
+	if len(hm.got) != 0 {
+		t.Fatalf("a refused set fired the event too: %q", <-hm.got)
 	}
 }
