@@ -1,0 +1,54 @@
+// Package templates holds the files hearth writes on a host, embedded in
+// the binary and golden-tested: for now the default configuration; later
+// the nginx vhosts, systemd units and ufw profile.
+package templates
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/template"
+)
+
+//go:embed hearth.yaml
+var configText string
+
+// ConfigParams fill the default configuration.
+type ConfigParams struct {
+	Domain  string
+	DataDir string
+	// SelfSigned, or CertFile and KeyFile.
+	SelfSigned        bool
+	CertFile, KeyFile string
+}
+
+// Config renders the default hearth.yaml.
+func Config(p ConfigParams) ([]byte, error) {
+	if p.Domain == "" {
+		return nil, errors.New("config template: domain is required")
+	}
+	if p.DataDir == "" {
+		p.DataDir = "/var/lib/hearth"
+	}
+	if !p.SelfSigned && (p.CertFile == "" || p.KeyFile == "") {
+		return nil, errors.New("config template: give a certificate and key, or SelfSigned")
+	}
+	t, err := template.New("hearth.yaml").Funcs(template.FuncMap{"quote": quote}).Parse(configText)
+	if err != nil {
+		return nil, fmt.Errorf("config template: %w", err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, p); err != nil {
+		return nil, fmt.Errorf("config template: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// quote writes a YAML double-quoted scalar (JSON strings are valid YAML),
+// so no value can change the document's structure.
+func quote(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b)
+}
