@@ -90,15 +90,58 @@ func TestSlixmpp(t *testing.T) {
 	}
 	cmd.Stderr = cmd.Stdout
 	runErr := cmd.Run()
-
-	// The daemon must also shut down cleanly on SIGTERM.
-	stopErr := srv.stop()
-
 	if runErr != nil {
 		t.Errorf("slixmpp scenarios failed (%v):\n%s", runErr, out.String())
 		t.Logf("server log (last lines):\n%s", srv.logTail(150))
 	} else if !testing.Verbose() {
 		t.Logf("slixmpp scenarios:\n%s", out.String())
+	}
+
+	// On SIGTERM the daemon ends open streams properly and exits with 0.
+	watchShutdown(ctx, t, srv, python, append(args, "--watch-shutdown", "--scenario-timeout", "30"))
+}
+
+// watchShutdown runs the suite's --watch-shutdown mode: a client logs in
+// and prints READY; then the server gets SIGTERM and the client reports
+// how its stream ended.
+func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python string, args []string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, python, args...)
+	var out bytes.Buffer
+	cmd.Stderr = &out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if sc.Text() == "READY" && !signalled {
+				signalled = true
+				ready <- true
+			}
+		}
+		if !signalled {
+			ready <- false
+		}
+	}()
+	var ok bool
+	select {
+	case ok = <-ready:
+	case <-time.After(30 * time.Second):
+	}
+	stopErr := srv.stop()
+	waitErr := cmd.Wait()
+	if !ok || waitErr != nil {
+		t.Errorf("shutdown with a client connected (%v):\n%s", waitErr, out.String())
+	} else {
+		t.Logf("%s", strings.TrimSpace(out.String()))
 	}
 	if stopErr != nil {
 		t.Errorf("stopping hearth dev: %v\nserver log (last lines):\n%s", stopErr, srv.logTail(60))

@@ -982,6 +982,40 @@ async def run(args):
     return 1 if failed else 0
 
 
+async def watch_shutdown(args):
+    """Log in, print READY, and check that the server, when stopped, ends
+    the stream with a system-shutdown stream error and </stream:stream>
+    (RFC 6120 4.4, 4.9.3.19) rather than just dropping the connection."""
+    suite = Suite(args)
+    c = Client(suite, "alice", "shutdown-watch")
+    loop = asyncio.get_running_loop()
+    errors, ended = [], loop.create_future()
+    c.add_event_handler("stream_error", lambda e: errors.append(e))
+    c.add_event_handler("disconnected", lambda reason: ended.done() or ended.set_result(reason))
+    try:
+        await c.login(direct=True)
+    except Failure as e:
+        print("FAIL shutdown: login: %s" % e)
+        return 1
+    c.send_presence()
+    print("READY", flush=True)
+    try:
+        reason = await asyncio.wait_for(ended, args.scenario_timeout)
+    except asyncio.TimeoutError:
+        print("FAIL shutdown: stream still open %ds after READY" % args.scenario_timeout)
+        return 1
+    conds = [e["condition"] for e in errors]
+    if conds != ["system-shutdown"]:
+        print("FAIL shutdown: want one <system-shutdown/> stream error, got %s: %s"
+              % (conds, [str(e) for e in errors]))
+        return 1
+    if reason != "End of stream":
+        print("FAIL shutdown: the server dropped the connection without </stream:stream> (%r)" % (reason,))
+        return 1
+    print("PASS shutdown: <system-shutdown/> stream error, then </stream:stream>")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
@@ -994,12 +1028,15 @@ def main():
     p.add_argument("--only", action="append", help="run scenarios whose name contains this")
     p.add_argument("--scenario-timeout", type=int, default=60)
     p.add_argument("--debug", action="store_true", help="log every stanza")
+    p.add_argument("--watch-shutdown", action="store_true",
+                   help="instead of the scenarios: log in, print READY and check how the stream ends "
+                        "when the server is stopped")
     args = p.parse_args()
     if not args.cafile and not args.insecure:
         p.error("give --cafile (the server's certificate) or --insecure")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.CRITICAL,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(asyncio.run(run(args)))
+    sys.exit(asyncio.run(watch_shutdown(args) if args.watch_shutdown else run(args)))
 
 
 if __name__ == "__main__":
