@@ -188,7 +188,9 @@ type conn struct {
 	raw     net.Conn
 	netConn net.Conn // raw, or the TLS connection over it
 	br      *bufio.Reader
+	brConn  net.Conn // what br reads from
 	dec     *elem.Decoder
+	rate    rateLimiter
 	secure  bool
 	user    string // authenticated localpart
 	ip      string
@@ -203,6 +205,7 @@ func randomID() string {
 
 func (s *Server) serveConn(ctx context.Context, raw net.Conn, directTLS bool) {
 	c := &conn{srv: s, raw: raw, netConn: raw}
+	c.rate = newRateLimiter(s.cfg.Limits.ReadBytesPerSecond, s.cfg.Limits.ReadBurstBytes)
 	c.ip, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
@@ -245,11 +248,36 @@ func (c *conn) fail(err error) {
 	}
 	c.srv.log.Debug("connection ended before binding", "remote", c.raw.RemoteAddr().String(), "err", err)
 	closeWrite(c.netConn)
-	c.netConn.Close()
+	// Read what the peer still sends (the rest of an oversized stanza, say)
+	// for a moment, so that closing does not reset the connection and make
+	// the peer lose the stream error before reading it.
+	_ = c.raw.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.raw, 1<<20))
+	c.raw.Close()
+}
+
+// readElement reads the next element under the connection's rate limit:
+// over the limit it waits, which slows the peer through TCP backpressure
+// without dropping anything.
+func (c *conn) readElement(ctx context.Context) (*elem.Element, error) {
+	e, err := c.dec.ReadElement()
+	if err != nil {
+		return nil, err
+	}
+	if d := c.rate.take(c.dec.Consumed()); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return e, nil
 }
 
 func (c *conn) preauthLimits() elem.Limits {
-	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: 16}
+	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: min(16, c.srv.cfg.Limits.MaxDepth)}
 }
 
 func (c *conn) limits() elem.Limits {
@@ -274,7 +302,12 @@ func (c *conn) openStream() error {
 	if c.user != "" {
 		lim = c.limits()
 	}
-	c.br = bufio.NewReaderSize(c.netConn, 1024)
+	if c.brConn != c.netConn {
+		// Only a new connection (TLS) gets a new buffer: after SASL the
+		// client may already have sent its next stream header.
+		c.br = bufio.NewReaderSize(c.netConn, 1024)
+		c.brConn = c.netConn
+	}
 	c.dec = elem.NewDecoder(c.br, lim)
 	hdr, err := c.dec.ReadHeader()
 	c.id = randomID()
@@ -330,6 +363,10 @@ func readError(err error) error {
 		return &StreamError{Condition: "restricted-xml", Text: "comments, processing instructions, DTDs and entities are not allowed"}
 	case errors.Is(err, elem.ErrBadFormat):
 		return &StreamError{Condition: "bad-format"}
+	case errors.Is(err, elem.ErrUnsupportedEncoding):
+		return &StreamError{Condition: "unsupported-encoding", Text: "only UTF-8 is supported"}
+	case errors.Is(err, elem.ErrNotWellFormed):
+		return &StreamError{Condition: "not-well-formed", Text: strings.TrimPrefix(err.Error(), elem.ErrNotWellFormed.Error()+": ")}
 	case errors.Is(err, elem.ErrStreamClosed), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
 		return err
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
@@ -386,7 +423,7 @@ func (c *conn) negotiate(ctx context.Context) (*Session, error) {
 }
 
 func (c *conn) startTLS(ctx context.Context) error {
-	e, err := c.dec.ReadElement()
+	e, err := c.readElement(ctx)
 	if err != nil {
 		return readError(err)
 	}
@@ -420,6 +457,22 @@ func saslFailure(cond, text string) string {
 
 const maxSASLAttempts = 5
 
+// errAborted is the client's <abort/> in the middle of an exchange.
+var errAborted = errors.New("aborted")
+
+// saslFailure reports whether err ends one SASL attempt (the stream goes
+// on) rather than the connection.
+func isSASLFailure(err error) bool {
+	var throttled errThrottled
+	for _, e := range []error{sasl.ErrNotAuthorized, sasl.ErrMalformed, sasl.ErrInvalidAuthzid,
+		sasl.ErrAccountDisabled, sasl.ErrInvalidMech, errAborted} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return errors.As(err, &throttled)
+}
+
 // authenticate runs SASL exchanges until one succeeds, the client gives up
 // or too many fail.
 func (c *conn) authenticate(ctx context.Context) error {
@@ -428,7 +481,7 @@ func (c *conn) authenticate(ctx context.Context) error {
 		if attempt >= maxSASLAttempts {
 			return &StreamError{Condition: "policy-violation", Text: "too many failed authentication attempts"}
 		}
-		e, err := c.dec.ReadElement()
+		e, err := c.readElement(ctx)
 		if err != nil {
 			return readError(err)
 		}
@@ -453,30 +506,36 @@ func (c *conn) authenticate(ctx context.Context) error {
 			c.user = user
 			return nil
 		}
-		var se *StreamError
-		if errors.As(err, &se) || errors.Is(err, io.EOF) {
+		if !isSASLFailure(err) {
 			return err
 		}
 		var throttled errThrottled
-		if !errors.As(err, &throttled) && !errors.Is(err, sasl.ErrAccountDisabled) {
+		if !errors.As(err, &throttled) && !errors.Is(err, sasl.ErrAccountDisabled) && !errors.Is(err, errAborted) {
 			throttle.Fail(c.ip, user)
 			if d := throttle.FailureDelay(user); d > 0 {
-				time.Sleep(d)
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 		}
-		cond, text := err.Error(), ""
+		cond, text := "not-authorized", ""
 		switch {
 		case errors.As(err, &throttled):
 			cond, text = "temporary-auth-failure", throttled.Error()
 		case errors.Is(err, sasl.ErrNotAuthorized):
 			text = "wrong username or password"
 		case errors.Is(err, sasl.ErrAccountDisabled):
-			text = "this account is disabled; ask an admin"
+			cond, text = "account-disabled", "this account is disabled; ask an admin"
 		case errors.Is(err, sasl.ErrInvalidMech):
-			text = "supported: " + strings.Join(sasl.Mechanisms, ", ")
-		case errors.Is(err, sasl.ErrMalformed), errors.Is(err, sasl.ErrInvalidAuthzid):
-		default:
+			cond, text = "invalid-mechanism", "supported: "+strings.Join(sasl.Mechanisms, ", ")
+		case errors.Is(err, sasl.ErrInvalidAuthzid):
+			cond = "invalid-authzid"
+		case errors.Is(err, sasl.ErrMalformed):
 			cond = "malformed-request"
+		case errors.Is(err, errAborted):
+			cond = "aborted"
 		}
 		if err := c.write(saslFailure(cond, text)); err != nil {
 			return err
@@ -498,8 +557,19 @@ func decodeSASL(e *elem.Element) ([]byte, error) {
 	return base64.StdEncoding.DecodeString(t)
 }
 
+// saslExchange runs one SASL exchange. It returns the username tried (when
+// known) with nil on success, a SASL failure (see isSASLFailure), or an
+// error that ends the connection.
 func (c *conn) saslExchange(ctx context.Context, auth *elem.Element) (string, error) {
-	x, err := c.srv.sasl.Start(ctx, auth.Get("mechanism"))
+	// Per-account throttling runs once the name is known and before any
+	// password work, so a throttled guess costs nothing and tells nothing.
+	gate := func(user string) error {
+		if wait := c.srv.throttle.CheckAccount(c.ip, user); wait > 0 {
+			return errThrottled(wait)
+		}
+		return nil
+	}
+	x, err := c.srv.sasl.Start(ctx, auth.Get("mechanism"), gate)
 	if err != nil {
 		return "", err
 	}
@@ -512,17 +582,12 @@ func (c *conn) saslExchange(ctx context.Context, auth *elem.Element) (string, er
 		if err := c.write("<challenge xmlns='" + NSSASL + "'/>"); err != nil {
 			return "", err
 		}
-		if in, err = c.readResponse(); err != nil {
+		if in, err = c.readResponse(ctx); err != nil {
 			return "", err
 		}
 	}
 	for {
 		out, done, err := x.Step(in)
-		if x.Username() != "" {
-			if wait := c.srv.throttle.CheckAccount(c.ip, x.Username()); wait > 0 {
-				return x.Username(), errThrottled(wait)
-			}
-		}
 		if err != nil {
 			return x.Username(), err
 		}
@@ -536,19 +601,19 @@ func (c *conn) saslExchange(ctx context.Context, auth *elem.Element) (string, er
 		if err := c.write("<challenge xmlns='" + NSSASL + "'>" + base64.StdEncoding.EncodeToString(out) + "</challenge>"); err != nil {
 			return "", err
 		}
-		if in, err = c.readResponse(); err != nil {
+		if in, err = c.readResponse(ctx); err != nil {
 			return x.Username(), err
 		}
 	}
 }
 
-func (c *conn) readResponse() ([]byte, error) {
-	e, err := c.dec.ReadElement()
+func (c *conn) readResponse(ctx context.Context) ([]byte, error) {
+	e, err := c.readElement(ctx)
 	if err != nil {
 		return nil, readError(err)
 	}
 	if e.Name.Space == NSSASL && e.Name.Local == "abort" {
-		return nil, errors.New("aborted")
+		return nil, errAborted
 	}
 	if e.Name.Space != NSSASL || e.Name.Local != "response" {
 		return nil, &StreamError{Condition: "not-authorized", Text: "expected a SASL response"}
@@ -572,7 +637,7 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 		return nil, err
 	}
 	for {
-		e, err := c.dec.ReadElement()
+		e, err := c.readElement(ctx)
 		if err != nil {
 			return nil, readError(err)
 		}
@@ -606,10 +671,13 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 			continue
 		}
 		sess := newSession(full, c.netConn, &c.srv.cfg.Limits)
+		sess.raw = c.raw
 		reply := ResultReply(e, elem.New(NSBind, "bind").Add(elem.New(NSBind, "jid").AddText(full.String())))
 		reply.Set("from", "")
 		reply.Set("to", "")
-		if err := c.writeEl(reply); err != nil {
+		// Queued, not written: runSession releases it once the router
+		// knows the session.
+		if err := sess.Send(reply); err != nil {
 			return nil, err
 		}
 		return sess, nil

@@ -17,8 +17,11 @@ func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
 		// RFC 6120 7.7.2.2: the newer session wins; the old one is told why.
 		old.Close(&StreamError{Condition: "conflict", Text: "replaced by a new connection with the same resource"})
 	}
-	_ = c.raw.SetDeadline(time.Time{})
-	_ = c.netConn.SetDeadline(time.Time{})
+	// Only now may the queued bind result reach the client: a client that
+	// knows its JID can be sent to, so the router must know it first.
+	sess.release()
+	// Write deadlines belong to the session's writer from here on.
+	_ = c.netConn.SetReadDeadline(time.Time{})
 	s.log.Debug("session bound", "jid", sess.JID().String(), "remote", sess.RemoteAddr())
 	s.router.Fire(ctx, "session/bound", &Event{Session: sess})
 
@@ -38,15 +41,18 @@ func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
 	s.log.Debug("session ended", "jid", sess.JID().String(), "reason", err)
 }
 
-// rateLimiter is a token bucket over bytes read. Over the limit the reader
-// sleeps, which slows the client through TCP backpressure without dropping
-// anything.
+// rateLimiter is a token bucket over bytes read.
 type rateLimiter struct {
 	rate, burst float64
 	tokens      float64
 	last        time.Time
 }
 
+func newRateLimiter(perSecond, burst int) rateLimiter {
+	return rateLimiter{rate: float64(perSecond), burst: float64(burst), tokens: float64(burst), last: time.Now()}
+}
+
+// take spends n bytes and returns how long to wait before reading on.
 func (r *rateLimiter) take(n int) time.Duration {
 	if r.rate <= 0 {
 		return 0
@@ -65,23 +71,13 @@ func (r *rateLimiter) take(n int) time.Duration {
 }
 
 func (s *Server) readLoop(ctx context.Context, c *conn, sess *Session) error {
-	lim := &rateLimiter{
-		rate:   float64(s.cfg.Limits.ReadBytesPerSecond),
-		burst:  float64(s.cfg.Limits.ReadBurstBytes),
-		tokens: float64(s.cfg.Limits.ReadBurstBytes),
-		last:   time.Now(),
-	}
+	// A wait for the rate limit is not cut short when the session is
+	// closed: it lasts at most one stanza's worth, and a goroutine per
+	// session to watch for it would cost more than it saves.
 	for {
-		e, err := c.dec.ReadElement()
+		e, err := c.readElement(ctx)
 		if err != nil {
 			return err
-		}
-		if d := lim.take(c.dec.Consumed()); d > 0 {
-			select {
-			case <-time.After(d):
-			case <-sess.Done():
-				return errors.New("session closed")
-			}
 		}
 		if e.Name.Space != elem.NSClient {
 			// Non-stanza elements (e.g. stream management) belong to modules.

@@ -32,6 +32,7 @@ type Session struct {
 	mu        sync.Mutex
 	pending   *bytes.Buffer // serialized stanzas waiting for the writer
 	flushing  bool
+	held      bool          // output waits for release (see newSession)
 	drained   chan struct{} // closed and replaced after every write
 	closed    bool
 	closeOnce sync.Once
@@ -48,8 +49,22 @@ type Session struct {
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// newSession returns a session whose output is held: what is sent queues
+// up until release, so that the bind result can be queued first and the
+// session registered with the router before the client can see it.
 func newSession(j jid.JID, conn net.Conn, limits *config.Limits) *Session {
-	return &Session{jid: j, bare: j.Bare().String(), conn: conn, raw: conn, limits: limits, remote: conn.RemoteAddr().String(), done: make(chan struct{})}
+	return &Session{jid: j, bare: j.Bare().String(), conn: conn, raw: conn, limits: limits, remote: conn.RemoteAddr().String(), done: make(chan struct{}), held: true}
+}
+
+// release lets held output flow.
+func (s *Session) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = false
+	if s.pending != nil && !s.flushing && !s.closed {
+		s.flushing = true
+		go s.flush()
+	}
 }
 
 // JID is the session's full JID.
@@ -139,7 +154,7 @@ func (s *Session) Send(el *elem.Element) error {
 		s.Close(ErrSlowReader)
 		return ErrSlowReader
 	}
-	if !s.flushing {
+	if !s.flushing && !s.held {
 		s.flushing = true
 		go s.flush()
 	}

@@ -321,6 +321,9 @@ func (s *nsScope) checkName(n xml.Name, isElement bool) error {
 	if strings.IndexByte(n.Local, ':') >= 0 {
 		return fmt.Errorf("%w: name %q has more than one colon or an empty part", ErrNotWellFormed, n.Local)
 	}
+	if !validLocal(n.Local) {
+		return fmt.Errorf("%w: local name %q does not start like a name", ErrNotWellFormed, n.Local)
+	}
 	switch {
 	case n.Space == "":
 		return nil
@@ -360,4 +363,23 @@ func checkDuplicates(attrs []xml.Attr) error {
 		seen[a.Name] = struct{}{}
 	}
 	return nil
+}
+
+// validLocal checks the first character of a local name. encoding/xml
+// validates a prefixed name as a whole, so in "a:000" it never checks that
+// "000" could start a name; without the prefix it cannot be written back.
+func validLocal(s string) bool {
+	if s == "" {
+		return false
+	}
+	switch c := s[0]; {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+		return true
+	case c < utf8.RuneSelf:
+		return false
+	}
+	// A non-ASCII start is rare: let encoding/xml judge it by the same
+	// tables it used for the whole name.
+	_, err := xml.NewDecoder(strings.NewReader("<" + s + "/>")).Token()
+	return err == nil
 }

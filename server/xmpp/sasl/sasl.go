@@ -16,6 +16,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/xdg-go/scram"
 	"mellium.im/xmpp/jid"
@@ -123,14 +124,28 @@ type Server struct {
 	// their first SCRAM challenge looks like a real one.
 	Iterations int
 	fakeKey    []byte
+	// fake is checked instead of a missing account's keys so that PLAIN
+	// spends the same PBKDF2 time whether or not the account exists.
+	fake store.Account
 }
 
 // NewServer returns a SASL server for domain.
 func NewServer(domain string, lookup AccountLookup, iterations int) *Server {
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
-	return &Server{Domain: domain, Lookup: lookup, Iterations: iterations, fakeKey: k}
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	fake := store.Account{Localpart: "\x00", Scram: map[string]store.ScramCredential{
+		"SHA-256": {Salt: salt, Iters: max(iterations, MinIterations), StoredKey: k, ServerKey: k},
+	}}
+	return &Server{Domain: domain, Lookup: lookup, Iterations: iterations, fakeKey: k, fake: fake}
 }
+
+// Gate is consulted once the username is known and before any password is
+// checked; a non-nil error ends the exchange with that error. The stream
+// layer uses it for per-account throttling, so a throttled guess costs no
+// PBKDF2 and reveals nothing about the password.
+type Gate func(username string) error
 
 // Exchange is one authentication attempt in progress.
 type Exchange interface {
@@ -141,13 +156,16 @@ type Exchange interface {
 	Username() string
 }
 
-// Start begins an exchange for mechanism mech.
-func (s *Server) Start(ctx context.Context, mech string) (Exchange, error) {
+// Start begins an exchange for mechanism mech. gate may be nil.
+func (s *Server) Start(ctx context.Context, mech string, gate Gate) (Exchange, error) {
+	if gate == nil {
+		gate = func(string) error { return nil }
+	}
 	switch mech {
 	case Plain:
-		return &plainExchange{s: s, ctx: ctx}, nil
+		return &plainExchange{s: s, ctx: ctx, gate: gate}, nil
 	case ScramSHA1, ScramSHA256:
-		return &scramExchange{s: s, ctx: ctx, mech: mech}, nil
+		return &scramExchange{s: s, ctx: ctx, mech: mech, gate: gate}, nil
 	}
 	return nil, ErrInvalidMech
 }
@@ -155,14 +173,20 @@ func (s *Server) Start(ctx context.Context, mech string) (Exchange, error) {
 type plainExchange struct {
 	s    *Server
 	ctx  context.Context
+	gate Gate
 	user string
+	done bool
 }
 
 func (p *plainExchange) Username() string { return p.user }
 
 func (p *plainExchange) Step(in []byte) ([]byte, bool, error) {
+	if p.done {
+		return nil, true, ErrMalformed
+	}
+	p.done = true
 	parts := bytes.Split(in, []byte{0})
-	if len(parts) != 3 || len(parts[1]) == 0 {
+	if len(parts) != 3 || len(parts[1]) == 0 || !utf8.Valid(in) {
 		return nil, true, ErrMalformed
 	}
 	user, err := NormalizeUsername(string(parts[1]), p.s.Domain)
@@ -173,8 +197,13 @@ func (p *plainExchange) Step(in []byte) ([]byte, bool, error) {
 	if len(parts[0]) > 0 && !p.s.authzidMatches(string(parts[0]), user) {
 		return nil, true, ErrInvalidAuthzid
 	}
+	if err := p.gate(user); err != nil {
+		return nil, true, err
+	}
 	a, err := p.s.Lookup(p.ctx, user)
 	if err != nil {
+		// Same work as for a real account, so timing does not tell.
+		CheckPassword(p.s.fake, string(parts[2]))
 		return nil, true, ErrNotAuthorized
 	}
 	if !CheckPassword(a, string(parts[2])) {
@@ -200,6 +229,8 @@ type scramExchange struct {
 	s        *Server
 	ctx      context.Context
 	mech     string
+	gate     Gate
+	gateErr  error
 	conv     *scram.ServerConversation
 	user     string
 	disabled bool
@@ -214,6 +245,10 @@ func (x *scramExchange) lookup(name string) (scram.StoredCredentials, error) {
 		return scram.StoredCredentials{}, err
 	}
 	x.user = user
+	if err := x.gate(user); err != nil {
+		x.gateErr = err
+		return scram.StoredCredentials{}, err
+	}
 	a, err := x.s.Lookup(x.ctx, user)
 	if err == nil {
 		if c, ok := a.Scram[hashName(x.mech)]; ok {
@@ -246,6 +281,9 @@ func (x *scramExchange) Step(in []byte) ([]byte, bool, error) {
 		x.conv = srv.NewConversation()
 		out, err := x.conv.Step(string(in))
 		if err != nil {
+			if x.gateErr != nil {
+				return nil, true, x.gateErr
+			}
 			if x.user == "" {
 				return nil, true, ErrMalformed
 			}
