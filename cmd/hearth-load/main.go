@@ -28,10 +28,10 @@ import (
 type options struct {
 	host, domain, prefix, password, tlsMode, mode, mech, label, address string
 	port, pid, sessions, concurrency, pairs, window, users, sources     int
-	bodyBytes, iterations                                               int
+	bodyBytes, iterations, procs, child, loginUsers                     int
 	duration, settle, hold, grace, timeout                              time.Duration
 	jsonOut                                                             bool
-	out                                                                 string
+	out, results                                                        string
 }
 
 func main() {
@@ -50,6 +50,7 @@ Modes:
             presence, ping, close) with --concurrency workers for --duration
   messages  1:1 messages per second between --pairs pairs of clients, both
             directions, at most --window in flight per direction
+  report    write docs/benchmarks.md from a bench-peers results directory
   prosody-accounts
             write Prosody account files (internal_hashed, SCRAM-SHA-1) for
             --users accounts into --out (the host's accounts directory)
@@ -83,8 +84,12 @@ Flags:
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the sessions this long, then ping each")
 	fs.DurationVar(&o.grace, "grace", 5*time.Second, "messages: how long to wait for in-flight messages after the run")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-login timeout")
+	fs.IntVar(&o.procs, "procs", 1, "idle: hold the sessions in this many child processes (each is bound by RLIMIT_NOFILE)")
+	fs.IntVar(&o.child, "child", -1, "internal: run as child process number N of --procs")
+	fs.IntVar(&o.loginUsers, "login-users", 100, "logins: rotate over this many accounts (each logged in once before measuring)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
-	fs.StringVar(&o.out, "out", "", "prosody-accounts: directory to write")
+	fs.StringVar(&o.out, "out", "", "prosody-accounts: directory to write; report: markdown file to write")
+	fs.StringVar(&o.results, "results", "", "report: directory of JSON results (SERVER.PHASE.REP.json)")
 	fs.IntVar(&o.iterations, "iterations", 10000, "prosody-accounts: SCRAM iteration count")
 	_ = fs.Parse(os.Args[1:])
 
@@ -108,8 +113,11 @@ Flags:
 }
 
 func run(ctx context.Context, o *options) (*Result, error) {
-	if o.mode == "prosody-accounts" {
+	switch o.mode {
+	case "prosody-accounts":
 		return nil, writeProsodyAccounts(o)
+	case "report":
+		return nil, writeReport(o)
 	}
 	t := &target{
 		addr:     net.JoinHostPort(o.host, strconv.Itoa(o.port)),
@@ -144,7 +152,7 @@ func run(ctx context.Context, o *options) (*Result, error) {
 	conns := o.concurrency
 	switch o.mode {
 	case "idle":
-		conns = o.sessions
+		conns = o.sessions / max(1, o.procs)
 	case "messages":
 		conns = 2 * o.pairs
 	}
@@ -164,6 +172,9 @@ func run(ctx context.Context, o *options) (*Result, error) {
 		for i := 1; i <= n && i < 255; i++ {
 			t.sources = append(t.sources, net.IPv4(127, 0, 0, byte(i)))
 		}
+	}
+	if o.child >= 0 {
+		return nil, runChild(ctx, o, t)
 	}
 	r := &Result{Label: o.label, Mode: o.mode, Addr: t.addr, TLS: o.tlsMode, Mech: o.mech, ServerPID: o.pid}
 	var err error
@@ -199,14 +210,15 @@ type Result struct {
 	Mech      string `json:"mech"`
 	ServerPID int    `json:"server_pid,omitempty"`
 
-	Resting          *memSample `json:"resting,omitempty"`
-	Before           *memSample `json:"before,omitempty"`
-	After            *memSample `json:"after,omitempty"`
-	Sessions         int        `json:"sessions,omitempty"`
-	Established      int        `json:"established,omitempty"`
-	Alive            int        `json:"alive,omitempty"`
-	RSSPerSessionKiB float64    `json:"rss_per_session_kib,omitempty"`
-	PSSPerSessionKiB float64    `json:"pss_per_session_kib,omitempty"`
+	Resting           *memSample `json:"resting,omitempty"`
+	Before            *memSample `json:"before,omitempty"`
+	After             *memSample `json:"after,omitempty"`
+	Sessions          int        `json:"sessions,omitempty"`
+	Established       int        `json:"established,omitempty"`
+	Alive             int        `json:"alive,omitempty"`
+	RSSPerSessionKiB  float64    `json:"rss_per_session_kib,omitempty"`
+	PSSPerSessionKiB  float64    `json:"pss_per_session_kib,omitempty"`
+	AnonPerSessionKiB float64    `json:"anon_per_session_kib,omitempty"`
 
 	Logins       int     `json:"logins,omitempty"`
 	LoginsPerSec float64 `json:"logins_per_sec,omitempty"`
@@ -244,7 +256,7 @@ func (r *Result) print(w io.Writer) {
 	row("mode", r.Mode)
 	mem := func(k string, m *memSample) {
 		if m != nil {
-			row(k, fmt.Sprintf("RSS %.1f MiB, PSS %.1f MiB", float64(m.RSSKiB)/1024, float64(m.PSSKiB)/1024))
+			row(k, fmt.Sprintf("RSS %.1f MiB, PSS %.1f MiB, anonymous %.1f MiB", float64(m.RSSKiB)/1024, float64(m.PSSKiB)/1024, float64(m.AnonKiB)/1024))
 		}
 	}
 	mem("resting", r.Resting)
@@ -255,7 +267,7 @@ func (r *Result) print(w io.Writer) {
 		if r.Alive > 0 {
 			row("alive after hold", r.Alive)
 		}
-		row("RSS per session", fmt.Sprintf("%.1f KiB (PSS %.1f KiB)", r.RSSPerSessionKiB, r.PSSPerSessionKiB))
+		row("RSS per session", fmt.Sprintf("%.1f KiB (PSS %.1f KiB, anonymous %.1f KiB)", r.RSSPerSessionKiB, r.PSSPerSessionKiB, r.AnonPerSessionKiB))
 	}
 	if r.Mode == "logins" || r.Mode == "idle" {
 		row("logins", r.Logins)

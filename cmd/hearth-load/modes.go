@@ -66,8 +66,8 @@ func fullLogin(ctx context.Context, o *options, t *target, user, resource string
 }
 
 // openSessions logs in n sessions with o.concurrency workers; session i
-// uses account i and resource prefix+i. Failed slots are nil.
-func openSessions(ctx context.Context, o *options, t *target, n int, resource string, r *Result, errs *errLog) ([]*conn, []time.Duration) {
+// uses account first+i and resource prefix+(first+i). Failed slots are nil.
+func openSessions(ctx context.Context, o *options, t *target, first, n int, resource string, r *Result, errs *errLog) ([]*conn, []time.Duration) {
 	conns := make([]*conn, n)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
@@ -83,10 +83,11 @@ func openSessions(ctx context.Context, o *options, t *target, n int, resource st
 					return
 				}
 				t0 := time.Now()
-				c, s, err := fullLogin(ctx, o, t, o.user(i), resource+strconv.Itoa(i))
+				u := o.user(first + i)
+				c, s, err := fullLogin(ctx, o, t, u, resource+strconv.Itoa(first+i))
 				soft.Add(int64(s))
 				if err != nil {
-					errs.add(fmt.Errorf("%s: %w", o.user(i), err))
+					errs.add(fmt.Errorf("%s: %w", u, err))
 					continue
 				}
 				_ = c.nc.SetDeadline(time.Time{})
@@ -141,12 +142,27 @@ func runIdle(ctx context.Context, o *options, t *target, r *Result) error {
 	progress := time.AfterFunc(10*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "hearth-load: still connecting…")
 	})
-	conns, lat := openSessions(ctx, o, t, o.sessions, "idle", r, errs)
+	var h holder
+	if o.procs > 1 {
+		h, err = startChildren(ctx, o)
+	} else {
+		h, err = holdLocal(ctx, o, t, 0, o.sessions)
+	}
 	progress.Stop()
+	if err != nil {
+		return err
+	}
+	defer h.release()
 	if err := m.stop(r); err != nil {
 		return err
 	}
-	defer closeAll(conns)
+	st := h.stats()
+	lat := st.Lat
+	r.SoftErrors += st.Soft
+	for _, e := range st.Errors {
+		errs.add(errors.New(e))
+	}
+	errs.n += st.Failures - len(st.Errors)
 	r.Established = len(lat)
 	r.Logins = len(lat)
 	slices.Sort(lat)
@@ -171,6 +187,7 @@ func runIdle(ctx context.Context, o *options, t *target, r *Result) error {
 	if r.Established > 0 {
 		r.RSSPerSessionKiB = float64(after.RSSKiB-before.RSSKiB) / float64(r.Established)
 		r.PSSPerSessionKiB = float64(after.PSSKiB-before.PSSKiB) / float64(r.Established)
+		r.AnonPerSessionKiB = float64(after.AnonKiB-before.AnonKiB) / float64(r.Established)
 	}
 	if o.hold > 0 {
 		select {
@@ -178,27 +195,11 @@ func runIdle(ctx context.Context, o *options, t *target, r *Result) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		var alive atomic.Int64
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 64)
-		for i, c := range conns {
-			if c == nil {
-				continue
-			}
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if err := c.ping(o.domain, i, 30*time.Second); err != nil {
-					errs.add(fmt.Errorf("after hold: %w", err))
-					return
-				}
-				alive.Add(1)
-			}()
+		alive, errsAfter := h.check()
+		r.Alive = alive
+		for _, e := range errsAfter {
+			errs.add(errors.New(e))
 		}
-		wg.Wait()
-		r.Alive = int(alive.Load())
 	}
 	r.Failures, r.Errors = errs.n, errs.samples
 	return nil
@@ -206,6 +207,15 @@ func runIdle(ctx context.Context, o *options, t *target, r *Result) error {
 
 func runLogins(ctx context.Context, o *options, t *target, r *Result) error {
 	errs := newErrLog()
+	// Log every account in once before measuring: it fills the tool's
+	// SaltedPassword cache (as a real client's) and warms the server.
+	accounts := max(1, min(o.users, o.loginUsers))
+	warm, _ := openSessions(ctx, o, t, 0, accounts, "warm", r, errs)
+	closeAll(warm)
+	if errs.n > 0 {
+		return fmt.Errorf("warm-up logins failed: %v", errs.samples)
+	}
+	r.SoftErrors = 0
 	ctx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
 	m, err := startMeter(o.pid)
@@ -224,7 +234,7 @@ func runLogins(ctx context.Context, o *options, t *target, r *Result) error {
 				t0 := time.Now()
 				// The login itself may finish after the deadline; it
 				// still counts, so give it its own timeout.
-				c, s, err := fullLogin(context.Background(), o, t, o.user(i), "login"+strconv.Itoa(w))
+				c, s, err := fullLogin(context.Background(), o, t, o.user(i%accounts), "login"+strconv.Itoa(w))
 				soft.Add(int64(s))
 				if err != nil {
 					errs.add(err)
@@ -264,7 +274,7 @@ type direction struct {
 func runMessages(ctx context.Context, o *options, t *target, r *Result) error {
 	errs := newErrLog()
 	r.Pairs, r.Window = o.pairs, o.window
-	conns, _ := openSessions(ctx, o, t, 2*o.pairs, "msg", r, errs)
+	conns, _ := openSessions(ctx, o, t, 0, 2*o.pairs, "msg", r, errs)
 	defer closeAll(conns)
 	for i, c := range conns {
 		if c == nil {

@@ -16,8 +16,9 @@ import (
 const clockTicks = 100
 
 type memSample struct {
-	RSSKiB int64 `json:"rss_kib"`
-	PSSKiB int64 `json:"pss_kib"`
+	RSSKiB  int64 `json:"rss_kib"`
+	PSSKiB  int64 `json:"pss_kib"`
+	AnonKiB int64 `json:"anon_kib"` // RSS minus file-backed pages (binary, mmapped database)
 }
 
 // readMem reads the process's resident and proportional set sizes.
@@ -40,6 +41,8 @@ func readMem(pid int) (memSample, error) {
 			m.RSSKiB = v
 		case "Pss:":
 			m.PSSKiB = v
+		case "Anonymous:":
+			m.AnonKiB = v
 		}
 	}
 	return m, sc.Err()

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# make bench-peers: run the same load against hearth and Prosody on this
+# machine and write docs/benchmarks.md. Each phase runs on a freshly started
+# server with a fresh copy of the same provisioned data. Only processes this
+# script starts are stopped, by PID. Tunables are environment variables:
+#
+#   REPS=3 USERS=2000 IDLE_SESSIONS=2000 LOGIN_SECS=10 LOGIN_CONC=16
+#   MSG_SECS=10 PAIRS=50 WINDOW=4 HOLD_SESSIONS=19900 HOLD_SECS=30
+#   HEARTH_PORT=25222 PROSODY_PORT=15222 OUT=docs/benchmarks.md
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${REPS:-3}
+USERS=${USERS:-2000}
+IDLE_SESSIONS=${IDLE_SESSIONS:-2000}
+LOGIN_SECS=${LOGIN_SECS:-10}
+LOGIN_CONC=${LOGIN_CONC:-16}
+MSG_SECS=${MSG_SECS:-10}
+PAIRS=${PAIRS:-50}
+WINDOW=${WINDOW:-4}
+HOLD_SESSIONS=${HOLD_SESSIONS:-19900}
+HOLD_SECS=${HOLD_SECS:-30}
+HEARTH_PORT=${HEARTH_PORT:-25222}
+PROSODY_PORT=${PROSODY_PORT:-15222}
+OUT=${OUT:-$ROOT/docs/benchmarks.md}
+PASSWORD=bench-password
+PREFIX=bench
+MECH=SCRAM-SHA-1 # Prosody 0.12's internal_hashed stores SHA-1 keys only
+
+WORK=$(mktemp -d /tmp/hearth-bench.XXXXXX)
+BIN=$WORK/bin
+RES=$WORK/results
+mkdir -p "$BIN" "$RES"
+SERVER_PID=""
+
+log() { printf '[bench-peers %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+stop_server() {
+	if [[ -n $SERVER_PID ]]; then
+		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=""
+	fi
+}
+trap 'stop_server; log "work directory kept: $WORK"' EXIT
+
+# record runs a command and writes it, as run, into the report's command list.
+record() {
+	printf '%s\n' "$*" | sed "s#$WORK#\$WORK#g; s#$ROOT#.#g" >>"$RES/commands.txt"
+	"$@"
+}
+
+wait_port() {
+	local port=$1
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	log "nothing listens on port $port"
+	return 1
+}
+
+# --- Prosody from Debian -----------------------------------------------------
+if ! command -v prosody >/dev/null; then
+	log "installing prosody from Debian"
+	# The package would start the system service on 5222; this bench runs
+	# its own instance, so stop the service it started, if any.
+	apt-get install -y prosody >&2
+	if [[ -s /run/prosody/prosody.pid ]] && kill -0 "$(cat /run/prosody/prosody.pid)" 2>/dev/null; then
+		log "stopping the system prosody service the package started"
+		if [[ -d /run/systemd/system ]]; then systemctl disable --now prosody >&2 || true; else prosodyctl stop >&2 || true; fi
+	fi
+fi
+PROSODY_VERSION=$(dpkg-query -W -f '${Version}' prosody 2>/dev/null || prosody --version | head -1)
+
+# --- build -------------------------------------------------------------------
+log "building hearth and hearth-load"
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/hearth" ./cmd/hearth &&
+	CGO_ENABLED=0 go build -trimpath -o "$BIN/hearth-load" ./cmd/hearth-load)
+LOAD=$BIN/hearth-load
+{
+	echo "# build"
+	echo "CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o \$WORK/bin/hearth ./cmd/hearth"
+	echo "CGO_ENABLED=0 go build -trimpath -o \$WORK/bin/hearth-load ./cmd/hearth-load"
+} >>"$RES/commands.txt"
+
+# --- provisioning: the same accounts in both ----------------------------------
+log "provisioning $USERS accounts in hearth and Prosody"
+echo "# provisioning ($USERS accounts ${PREFIX}1..${PREFIX}$USERS, password $PASSWORD)" >>"$RES/commands.txt"
+HT=$WORK/hearth-template
+# A first start makes the certificate and the dev admin, as a user's would.
+"$BIN/hearth" dev --data "$HT" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn >"$WORK/hearth-first.log" 2>&1 &
+SERVER_PID=$!
+wait_port "$HEARTH_PORT"
+stop_server
+for i in $(seq "$USERS"); do echo "$PREFIX$i $PASSWORD"; done >"$WORK/users.txt"
+t0=$(date +%s%N)
+record "$BIN/hearth" admin --data "$HT" user import "$WORK/users.txt" 2>"$WORK/import.log"
+IMPORT_MS=$((($(date +%s%N) - t0) / 1000000))
+
+PT=$WORK/prosody-template
+mkdir -p "$PT/data/localhost/accounts"
+record "$LOAD" --mode prosody-accounts --out "$PT/data/localhost/accounts" --users "$USERS" --user-prefix "$PREFIX" --password "$PASSWORD" --iterations 10000
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 30 -subj /CN=localhost 2>/dev/null
+mkdir -p "$WORK/certs"
+sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#" \
+	"$ROOT/bench/prosody.cfg.lua.tmpl" >"$WORK/prosody.cfg.lua"
+sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody.cfg.lua"
+cp "$WORK/prosody.cfg.lua" "$RES/prosody.cfg.lua"
+
+# --- servers -------------------------------------------------------------------
+start_hearth() {
+	rm -rf "$WORK/hearth"
+	cp -a "$HT" "$WORK/hearth"
+	"$BIN/hearth" dev --data "$WORK/hearth" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn >>"$WORK/hearth.log" 2>&1 &
+	SERVER_PID=$!
+	PORT=$HEARTH_PORT
+	wait_port "$PORT"
+}
+
+start_prosody() {
+	rm -rf "$WORK/prosody"
+	mkdir -p "$WORK/prosody"
+	cp -a "$PT/data" "$WORK/prosody/data"
+	prosody --config "$WORK/prosody.cfg.lua" -F >>"$WORK/prosody.out" 2>&1 &
+	SERVER_PID=$!
+	PORT=$PROSODY_PORT
+	wait_port "$PORT"
+}
+
+# phase SERVER NAME REP MODE ARGS...: fresh server, one load run, stop.
+phase() {
+	local server=$1 ph=$2 rep=$3 mode=$4
+	shift 4
+	"start_$server"
+	sleep 2 # let it reach its resting state
+	log "$server $ph run $rep"
+	if [[ $rep == 1 ]]; then echo "# $server: start it, then" >>"$RES/commands.txt"; fi
+	local cmd=("$LOAD" --label "$server" --port "$PORT" --server-pid "$SERVER_PID" --user-prefix "$PREFIX" --password "$PASSWORD" --users "$USERS" --mech "$MECH" --mode "$mode" "$@" --json)
+	if [[ $rep == 1 ]]; then
+		record "${cmd[@]}" >"$RES/$server.$ph.$rep.json"
+	else
+		"${cmd[@]}" >"$RES/$server.$ph.$rep.json"
+	fi
+	stop_server
+}
+
+for rep in $(seq "$REPS"); do
+	for server in hearth prosody; do
+		phase "$server" idle "$rep" idle --sessions "$IDLE_SESSIONS" --concurrency 16 --settle 5s
+		phase "$server" logins "$rep" logins --duration "${LOGIN_SECS}s" --concurrency "$LOGIN_CONC" --login-users 100
+		phase "$server" messages "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s"
+	done
+done
+
+log "hearth: holding $HOLD_SESSIONS idle sessions"
+# One process may not open more descriptors than its RLIMIT_NOFILE; the tool
+# spreads the sessions over two processes and 127.0.0.x source addresses.
+phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 --hold "${HOLD_SECS}s" --settle 5s
+
+{
+	echo "date:       $(date -u +'%Y-%m-%d %H:%M UTC')"
+	echo "machine:    $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+	echo "cpu:        $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+	echo "hearth:     $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3), CGO_ENABLED=0"
+	echo "prosody:    $PROSODY_VERSION (Debian), Lua $(lua5.4 -v 2>/dev/null | cut -d' ' -f2 || echo '?'), storage internal (files), no mod_mam, no mod_limits"
+	echo "accounts:   $USERS in each; SCRAM iterations: hearth 10000 (default), Prosody 10000 (default); mechanism $MECH"
+	echo "hearth import of $USERS accounts (daemon stopped): ${IMPORT_MS} ms"
+	echo "RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn)"
+	echo "load:       idle $IDLE_SESSIONS sessions; logins ${LOGIN_SECS}s × $LOGIN_CONC workers over 100 accounts;"
+	echo "            messages ${MSG_SECS}s, $PAIRS pairs, window $WINDOW per direction, both directions, full JIDs, 100-byte bodies"
+	echo "transport:  loopback, STARTTLS, TLS 1.3"
+} >"$RES/env.txt"
+if [[ -f $ROOT/bench/notes.md ]]; then cp "$ROOT/bench/notes.md" "$RES/notes.md"; fi
+
+mkdir -p "$(dirname "$OUT")"
+"$LOAD" --mode report --results "$RES" --out "$OUT"
+log "wrote $OUT (raw results in $RES)"
