@@ -107,8 +107,8 @@ func TestSlixmpp(t *testing.T) {
 func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python string, args []string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, python, args...)
-	var out bytes.Buffer
-	cmd.Stderr = &out
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -116,32 +116,32 @@ func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python st
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan bool, 1)
+	ready := make(chan struct{})
+	var lines []string // written by the reader until done is closed
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		sc := bufio.NewScanner(stdout)
-		signalled := false
 		for sc.Scan() {
-			out.WriteString(sc.Text() + "\n")
-			if sc.Text() == "READY" && !signalled {
-				signalled = true
-				ready <- true
+			lines = append(lines, sc.Text())
+			if sc.Text() == "READY" && len(lines) == 1 {
+				close(ready)
 			}
 		}
-		if !signalled {
-			ready <- false
-		}
 	}()
-	var ok bool
 	select {
-	case ok = <-ready:
+	case <-ready:
+	case <-done:
 	case <-time.After(30 * time.Second):
 	}
 	stopErr := srv.stop()
+	<-done
 	waitErr := cmd.Wait()
-	if !ok || waitErr != nil {
-		t.Errorf("shutdown with a client connected (%v):\n%s", waitErr, out.String())
+	out := strings.Join(lines, "\n") + "\n" + stderr.String()
+	if waitErr != nil {
+		t.Errorf("shutdown with a client connected (%v):\n%s", waitErr, out)
 	} else {
-		t.Logf("%s", strings.TrimSpace(out.String()))
+		t.Logf("%s", strings.TrimSpace(out))
 	}
 	if stopErr != nil {
 		t.Errorf("stopping hearth dev: %v\nserver log (last lines):\n%s", stopErr, srv.logTail(60))
