@@ -1,16 +1,24 @@
-.PHONY: bench-peers
+# hearth build entry points. Every target here works; add yours with care.
 
-# hearth against Prosody with the same load; writes docs/benchmarks.md (about 10 minutes).
-bench-peers:
-	bash bench/peers.sh
+GO      ?= go
+# A tag v1.2.3 gives 1.2.3; untagged builds are 0.0.0~gitHASH.
+VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//'); echo $${v:-0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})
+GOARCH  ?= $(shell $(GO) env GOARCH)
+NFPM    ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+LDFLAGS := -s -w -X github.com/merveilles/hearth/cmd/hearth/internal/cli.version=$(VERSION)
 
-.PHONY: test-interop ci
+.PHONY: build test deb clean
 
-# Independent client against a real "hearth dev" process (needs python3-slixmpp).
-# -count=1: the test builds cmd/hearth itself, so cached results would be stale.
-test-interop:
-	go test -tags interop -count=1 ./interop/...
+# dist/hearth, a static binary.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/hearth ./cmd/hearth
 
-# What CI runs on a fresh Debian machine: installs the test packages (as root), then runs make test.
-ci:
-	.ci/run
+test:
+	$(GO) vet ./... && $(GO) test ./...
+
+# dist/hearth_VERSION_ARCH.deb with /usr/bin/hearth.
+deb: build
+	VERSION=$(VERSION) GOARCH=$(GOARCH) $(NFPM) package --config nfpm.yaml --packager deb --target dist/
+
+clean:
+	rm -rf dist
