@@ -275,7 +275,9 @@ func (p *progress) update(done int, final bool) {
 		rate = float64(done) / el
 	}
 	eta := "?"
-	if rate > 0 {
+	if done >= p.total {
+		eta = "0s"
+	} else if rate > 0 {
 		eta = time.Duration(float64(p.total-done) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	line := fmt.Sprintf("imported %d/%d accounts, %.0f accounts/s, ETA %s", done, p.total, rate, eta)
