@@ -133,6 +133,13 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	srv.Close()
 }
 
+func TestSocketPathTooLong(t *testing.T) {
+	path := filepath.Join(shortDir(t), strings.Repeat("d", 100), "admin.sock")
+	if _, err := Listen(path, ""); err == nil || !strings.Contains(err.Error(), "longer than a unix socket allows") {
+		t.Fatalf("Listen on a long path: %v", err)
+	}
+}
+
 func TestSocketGroupNeedsExistingGroup(t *testing.T) {
 	if _, err := Listen(filepath.Join(shortDir(t), "a.sock"), "no-such-group-hearth"); err == nil || !strings.Contains(err.Error(), "no-such-group-hearth") {
 		t.Fatalf("Listen with a missing group: %v", err)

@@ -75,6 +75,10 @@ type Server struct {
 // with group set, by that group too (0660). A stale socket left by a crash
 // is replaced.
 func Listen(path, group string) (*Server, error) {
+	// sun_path holds 108 bytes including the terminating NUL.
+	if len(path) > 107 {
+		return nil, fmt.Errorf("admin socket path %s is %d bytes, longer than a unix socket allows (107); set admin.socket in the configuration or use a shorter data directory", path, len(path))
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
