@@ -13,8 +13,10 @@ LDFLAGS := -s -w -X github.com/merveilles/hearth/cmd/hearth/internal/cli.version
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/hearth ./cmd/hearth
 
+# Unit/feature tests, then the interop suite (needs python3-slixmpp; see test-interop).
 test:
 	$(GO) vet ./... && $(GO) test ./...
+	$(MAKE) test-interop
 
 # dist/hearth_VERSION_ARCH.deb with /usr/bin/hearth.
 deb: build
@@ -22,3 +24,14 @@ deb: build
 
 clean:
 	rm -rf dist
+
+.PHONY: test-interop ci
+
+# An independent client (python3-slixmpp) against a real "hearth dev" process.
+# -count=1: the test builds cmd/hearth itself, so a cached result could be stale.
+test-interop:
+	$(GO) test -tags interop -count=1 ./interop/...
+
+# What CI runs on a fresh Debian machine: installs the test packages (as root), then make test.
+ci:
+	.ci/run
