@@ -192,9 +192,12 @@ type conn struct {
 	dec     *elem.Decoder
 	rate    rateLimiter
 	secure  bool
-	user    string // authenticated localpart
-	ip      string
-	id      string
+	// headerDue: the client's header was read for a new stream but ours
+	// is not sent yet.
+	headerDue bool
+	user      string // authenticated localpart
+	ip        string
+	id        string
 }
 
 func randomID() string {
@@ -242,6 +245,11 @@ func (c *conn) fail(err error) {
 	if errors.As(err, &se) {
 		_ = c.netConn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		var b strings.Builder
+		if c.headerDue {
+			// RFC 6120 4.9.1.1: a stream error goes inside a stream, so the
+			// header comes first even when the client's was unreadable.
+			b.WriteString(c.header())
+		}
 		se.element().WriteTo(&b, "")
 		b.WriteString("</stream:stream>")
 		_, _ = io.WriteString(c.netConn, b.String())
@@ -309,15 +317,18 @@ func (c *conn) openStream() error {
 		c.brConn = c.netConn
 	}
 	c.dec = elem.NewDecoder(c.br, lim)
-	hdr, err := c.dec.ReadHeader()
 	c.id = randomID()
-	out := "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='" +
-		c.id + "' from='" + c.srv.cfg.Domain + "' version='1.0' xml:lang='en'>"
-	if werr := c.write(out); werr != nil {
-		return werr
-	}
+	c.headerDue = true
+	hdr, err := c.dec.ReadHeader()
 	if err != nil {
+		// fail sends our header before the error, with a fresh deadline:
+		// when the auth deadline is what ended the read, it has passed for
+		// writes too.
 		return readError(err)
+	}
+	c.headerDue = false
+	if err := c.write(c.header()); err != nil {
+		return err
 	}
 	if hdr.Name.Space != elem.NSStream || hdr.Name.Local != "stream" {
 		return &StreamError{Condition: "invalid-namespace", Text: "expected a stream:stream element"}
@@ -345,6 +356,12 @@ func (c *conn) openStream() error {
 	// The 'from' a client claims in its header is deliberately ignored: the
 	// identity comes from SASL alone (mellium's BindResource trusts it).
 	return nil
+}
+
+// header is the server's stream header (RFC 6120 4.7).
+func (c *conn) header() string {
+	return "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='" +
+		c.id + "' from='" + c.srv.cfg.Domain + "' version='1.0' xml:lang='en'>"
 }
 
 // readError maps a decoder error to the stream error to send, if any.

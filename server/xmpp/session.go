@@ -304,6 +304,14 @@ func (s *Session) finish(buf *bytes.Buffer, reason error) {
 	}
 	// The raw connection, not the TLS one: tls.Conn.Close would try to send
 	// close_notify and wait on a peer that is not reading.
+	if slow {
+		// Reset rather than close: the kernel would otherwise keep what is
+		// still queued for a peer that does not read (megabytes, for
+		// minutes) and trickle it out.
+		if tc, ok := s.raw.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
 	s.raw.Close()
 }
 
