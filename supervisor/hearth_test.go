@@ -156,7 +156,10 @@ func TestInstanceLifecycleWithSystemd(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	select {
-	case <-served:
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "system-shutdown") {
+			t.Errorf("client stream ended with %v, want the system-shutdown stream error", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client's stream was not closed at shutdown")
 	}
