@@ -217,7 +217,10 @@ func TestAdminThroughDaemon(t *testing.T) {
 		t.Fatalf("user delete: %d %q", code, out)
 	}
 	select {
-	case <-served:
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "not-authorized") {
+			t.Errorf("deleted user's stream ended with %v, want a not-authorized stream error", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("deleted user's session still open")
 	}
