@@ -73,6 +73,8 @@ if ! command -v prosody >/dev/null; then
 fi
 PROSODY_VERSION=$(dpkg-query -W -f '${Version}' prosody 2>/dev/null || prosody --version | head -1)
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # --- build -------------------------------------------------------------------
 log "building hearth and hearth-load"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/hearth" ./cmd/hearth &&
@@ -101,7 +103,7 @@ IMPORT_MS=$((($(date +%s%N) - t0) / 1000000))
 PT=$WORK/prosody-template
 mkdir -p "$PT/data/localhost/accounts"
 record "$LOAD" --mode prosody-accounts --out "$PT/data/localhost/accounts" --users "$USERS" --user-prefix "$PREFIX" --password "$PASSWORD" --iterations 10000
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 30 -subj /CN=localhost 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 30 -subj /CN=localhost 2>/dev/null
 mkdir -p "$WORK/certs"
 sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#" \
 	"$ROOT/bench/prosody.cfg.lua.tmpl" >"$WORK/prosody.cfg.lua"
@@ -169,7 +171,8 @@ phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 
 	echo "RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn)"
 	echo "load:       idle $IDLE_SESSIONS sessions; logins ${LOGIN_SECS}s × $LOGIN_CONC workers over 100 accounts;"
 	echo "            messages ${MSG_SECS}s, $PAIRS pairs, window $WINDOW per direction, both directions, full JIDs, 100-byte bodies"
-	echo "transport:  loopback, STARTTLS, TLS 1.3"
+	echo "transport:  loopback, STARTTLS, TLS 1.3, X25519, ECDSA P-256 certificates on both"
+	echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews throughput, less so CPU per operation)"
 } >"$RES/env.txt"
 if [[ -f $ROOT/bench/notes.md ]]; then cp "$ROOT/bench/notes.md" "$RES/notes.md"; fi
 

@@ -224,6 +224,12 @@ func runLogins(ctx context.Context, o *options, t *target, r *Result) error {
 	}
 	var next, soft atomic.Int64
 	lats := make([][]time.Duration, max(1, o.concurrency))
+	// Streams are closed politely (</stream:stream>, then wait for the
+	// server's) off the workers' path: what a server does after a client
+	// leaves, e.g. a group commit of last-activity, must cost it CPU, not
+	// stall the next login.
+	var closers sync.WaitGroup
+	defer closers.Wait()
 	var wg sync.WaitGroup
 	for w := range lats {
 		wg.Add(1)
@@ -241,7 +247,11 @@ func runLogins(ctx context.Context, o *options, t *target, r *Result) error {
 					continue
 				}
 				lats[w] = append(lats[w], time.Since(t0))
-				c.close()
+				closers.Add(1)
+				go func() {
+					defer closers.Done()
+					c.close()
+				}()
 			}
 		}()
 	}
