@@ -1,7 +1,7 @@
 package elem
 
 import (
-	"strings"
+	"unicode/utf8"
 )
 
 // Writer is what serialization needs; *bytes.Buffer, *strings.Builder and
@@ -71,60 +71,62 @@ func itoa(i int) string {
 	return itoa(i/10) + string(rune('0'+i%10))
 }
 
+// The escapers also replace what XML cannot carry at all (invalid UTF-8,
+// control characters, U+FFFE/U+FFFF) with U+FFFD. Parsed stanzas never hold
+// such characters, but text a module builds (an error message quoting bad
+// input, say) might, and one bad byte would make the whole stream
+// unreadable for the client.
+
 func escapeText(w Writer, s string) {
-	last := 0
-	for i := 0; i < len(s); i++ {
-		var rep string
-		switch s[i] {
-		case '<':
-			rep = "&lt;"
-		case '>':
-			rep = "&gt;"
-		case '&':
-			rep = "&amp;"
-		case '\r':
-			rep = "&#xD;"
-		default:
-			continue
-		}
-		w.WriteString(s[last:i])
-		w.WriteString(rep)
-		last = i + 1
-	}
-	w.WriteString(s[last:])
+	escape(w, s, false)
 }
 
 func escapeAttr(w Writer, s string) {
-	if !strings.ContainsAny(s, "<>&\"'\r\n\t") {
-		w.WriteString(s)
-		return
-	}
+	escape(w, s, true)
+}
+
+func escape(w Writer, s string, attr bool) {
 	last := 0
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
+		c := s[i]
 		var rep string
-		switch s[i] {
-		case '<':
+		size := 1
+		switch {
+		case c == '<':
 			rep = "&lt;"
-		case '>':
+		case c == '>':
 			rep = "&gt;"
-		case '&':
+		case c == '&':
 			rep = "&amp;"
-		case '"':
-			rep = "&quot;"
-		case '\'':
-			rep = "&apos;"
-		case '\r':
+		case c == '\r':
 			rep = "&#xD;"
-		case '\n':
+		case attr && c == '"':
+			rep = "&quot;"
+		case attr && c == '\'':
+			rep = "&apos;"
+		case attr && c == '\n':
 			rep = "&#xA;"
-		case '\t':
+		case attr && c == '\t':
 			rep = "&#x9;"
+		case c < 0x20 && c != '\n' && c != '\t':
+			rep = "\uFFFD"
+		case c >= utf8.RuneSelf:
+			r, n := utf8.DecodeRuneInString(s[i:])
+			size = n
+			if r == utf8.RuneError && n == 1 || r == 0xFFFE || r == 0xFFFF {
+				rep = "\uFFFD"
+			} else {
+				i += n
+				continue
+			}
 		default:
+			i++
 			continue
 		}
 		w.WriteString(s[last:i])
 		w.WriteString(rep)
-		last = i + 1
+		i += size
+		last = i
 	}
 	w.WriteString(s[last:])
 }
