@@ -372,6 +372,8 @@ func readError(err error) error {
 	switch {
 	case errors.As(err, &se):
 		return se
+	case errors.Is(err, context.Canceled):
+		return &StreamError{Condition: "system-shutdown", Text: "the server is shutting down"}
 	case errors.Is(err, elem.ErrTooBig):
 		return &StreamError{Condition: "policy-violation", Text: "stanza too large"}
 	case errors.Is(err, elem.ErrTooDeep):
