@@ -11,6 +11,7 @@ Usage (normally run by interop_test.go):
       --domain localhost --cafile DATA/cert.pem --accounts FILE [--only NAME]
 
 FILE has one "localpart password" per line, as for `hearth admin user import`.
+The scenarios expect fresh accounts (a new instance), as the driver makes.
 """
 
 import argparse
@@ -228,6 +229,10 @@ class Client(slixmpp.ClientXMPP):
         if roster:
             await self.roster_get()
         self.send_presence(**presence)
+        # The server sends initial presence back to the resource that sent
+        # it (RFC 6121 4.2.2); once it is here, the server has processed it.
+        await self.pres.expect(presence_from(self.full),
+                               "own initial presence reflected to %s (RFC 6121 4.2.2)" % self.full)
         return self
 
     async def close(self):
@@ -507,7 +512,6 @@ async def s_routing(suite):
     hi = await Client(suite, "bob", "route-high").online(roster=False, ppriority=10)
     lo = await Client(suite, "bob", "route-low").online(roster=False, ppriority=1)
     a = await Client(suite, "alice", "route").online(roster=False)
-    await asyncio.sleep(0.3)
     a.message(hi.bare, "to the bare JID")
     await hi.msgs.expect(body_is("to the bare JID"), "chat to bob's bare JID at the priority-10 resource")
     # a chat message to an unavailable resource is treated as sent to the
