@@ -21,7 +21,7 @@ import (
 const iters = 4096
 
 // shortDir returns a directory whose paths fit in a unix socket address.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	dir, err := os.MkdirTemp("", "hadm")
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +30,7 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-func testConfig(t *testing.T) *config.Config {
+func testConfig(t testing.TB) *config.Config {
 	cfg := config.Default("example.org")
 	cfg.DataDir = shortDir(t)
 	cfg.TLS.SelfSigned = true
@@ -38,7 +38,7 @@ func testConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
-func openStore(t *testing.T, cfg *config.Config) *boltstore.Store {
+func openStore(t testing.TB, cfg *config.Config) *boltstore.Store {
 	st, err := boltstore.Open(cfg.DBPath())
 	if err != nil {
 		t.Fatal(err)
