@@ -1,6 +1,7 @@
 package xmpp
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -57,8 +58,27 @@ func (t *authThrottle) wait(f *failures, limit int, now time.Time) time.Duration
 	return 0
 }
 
+// addrKey is what failures are counted by: the address, or for IPv6 its
+// /64, since anyone with one IPv6 address has 2^64 of them.
+func addrKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
 // CheckIP returns how long the address must wait before trying at all.
 func (t *authThrottle) CheckIP(ip string) time.Duration {
+	ip = addrKey(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.wait(t.byIP[ip], t.perIP, time.Now())
@@ -67,6 +87,7 @@ func (t *authThrottle) CheckIP(ip string) time.Duration {
 // CheckAccount returns how long this address must wait before trying this
 // account again.
 func (t *authThrottle) CheckAccount(ip, user string) time.Duration {
+	ip = addrKey(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.wait(t.byPair[ip+"\x00"+user], t.perAccount, time.Now())
@@ -86,6 +107,7 @@ func (t *authThrottle) FailureDelay(user string) time.Duration {
 
 // Fail records a failed attempt.
 func (t *authThrottle) Fail(ip, user string) {
+	ip = addrKey(ip)
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -99,6 +121,7 @@ func (t *authThrottle) Fail(ip, user string) {
 
 // Succeed forgets this address's failures for the account.
 func (t *authThrottle) Succeed(ip, user string) {
+	ip = addrKey(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.byPair, ip+"\x00"+user)
