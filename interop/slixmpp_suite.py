@@ -44,6 +44,7 @@ NS_PING = "urn:xmpp:ping"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_VCARD = "vcard-temp"
+NS_CAPS = "http://jabber.org/protocol/caps"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 
@@ -130,7 +131,7 @@ class Box:
 class Client(slixmpp.ClientXMPP):
     """A slixmpp client that records what it receives."""
 
-    def __init__(self, suite, localpart, resource, password=None, mech=None):
+    def __init__(self, suite, localpart, resource, password=None, mech=None, plugins=()):
         jid = "%s@%s/%s" % (localpart, suite.domain, resource)
         if password is None:
             password = suite.password(localpart)
@@ -145,7 +146,7 @@ class Client(slixmpp.ClientXMPP):
         else:
             self.ssl_context.check_hostname = False
             self.ssl_context.verify_mode = ssl.CERT_NONE
-        for plugin in ("xep_0030", "xep_0054", "xep_0191", "xep_0199", "xep_0203"):
+        for plugin in ("xep_0030", "xep_0054", "xep_0191", "xep_0199", "xep_0203") + tuple(plugins):
             self.register_plugin(plugin)
         self.msgs = Box("messages")
         self.pres = Box("presences")
@@ -180,7 +181,7 @@ class Client(slixmpp.ClientXMPP):
     def bare(self):
         return self.boundjid.bare
 
-    async def login(self, direct=False, timeout=TIMEOUT):
+    async def login(self, direct=False, timeout=TIMEOUT, alpn=True):
         """Connect (STARTTLS or direct TLS) and wait for the bound session."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -205,7 +206,8 @@ class Client(slixmpp.ClientXMPP):
             self.add_event_handler(name, fn)
         try:
             if direct:
-                self.ssl_context.set_alpn_protocols(["xmpp-client"])
+                if alpn:
+                    self.ssl_context.set_alpn_protocols(["xmpp-client"])
                 self.connect((self.suite.host, self.suite.tls_port), use_ssl=True, force_starttls=False)
             else:
                 self.connect((self.suite.host, self.suite.c2s_port), use_ssl=False, force_starttls=True)
@@ -436,6 +438,13 @@ async def s_login_direct(suite):
         check(f.find(q("starttls", NS_TLS)) is None,
               "STARTTLS offered on an already encrypted stream: %s" % ET.tostring(f, encoding="unicode"))
     await c.close()
+    # Clients SHOULD send ALPN (XEP-0368 3); many, like slixmpp by default, do not.
+    plain = Client(suite, "bob", "direct-no-alpn")
+    try:
+        await plain.login(direct=True, alpn=False)
+        await plain.close()
+    except Failure as e:
+        suite.note("direct TLS without ALPN refused (%s); slixmpp and other clients do not send ALPN by default" % e)
 
 
 async def login_with_mech(suite, mech):
@@ -808,9 +817,9 @@ async def s_ping(suite):
     await c.close()
 
 
-@scenario("disco#info and disco#items on the server (XEP-0030)")
+@scenario("disco#info and disco#items on the server, caps (XEP-0030, XEP-0115)")
 async def s_disco(suite):
-    c = Client(suite, "alice", "disco")
+    c = Client(suite, "alice", "disco", plugins=("xep_0115",))
     await c.login()
     res = await c.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to=suite.domain)
     query = res.xml.find(q("query", NS_DISCO_INFO))
@@ -822,6 +831,19 @@ async def s_disco(suite):
         check(f in feats, "feature %s not advertised; advertised: %s" % (f, sorted(feats)))
     res = await c.iq("get", "<query xmlns='%s'/>" % NS_DISCO_ITEMS, to=suite.domain)
     check(res.xml.find(q("query", NS_DISCO_ITEMS)) is not None, "no disco#items query in result: %s" % res)
+    # XEP-0115: the caps in the stream features hash to what disco#info of
+    # node#ver returns, computed by slixmpp's own implementation.
+    caps = [f.find(q("c", NS_CAPS)) for f in c.stream_features]
+    caps = [x for x in caps if x is not None]
+    check(caps, "no XEP-0115 <c xmlns='%s'/> in the stream features after authentication" % NS_CAPS)
+    node, ver, algo = caps[-1].get("node"), caps[-1].get("ver"), caps[-1].get("hash")
+    check(node and ver and algo in c["xep_0115"].hashes,
+          "caps feature incomplete or unknown hash: %s" % ET.tostring(caps[-1], encoding="unicode"))
+    res = await c.iq("get", "<query xmlns='%s' node='%s#%s'/>" % (NS_DISCO_INFO, node, ver), to=suite.domain)
+    check(res["disco_info"]["node"] == "%s#%s" % (node, ver), "disco#info result must echo the node: %s" % res)
+    computed = c["xep_0115"].generate_verstring(res["disco_info"], algo)
+    check(computed == ver, "caps ver %s does not match disco#info of %s#%s (slixmpp computes %s):\n    %s"
+          % (ver, node, ver, computed, res))
     # An unknown node is item-not-found (XEP-0030 3.1).
     err = await c.iq_error("get", "<query xmlns='%s' node='no-such-node-%s'/>" % (NS_DISCO_INFO, uuid.uuid4().hex[:6]),
                            to=suite.domain)
