@@ -25,7 +25,7 @@ const (
 	nsTLS  = "urn:ietf:params:xml:ns:xmpp-tls"
 	nsSASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 	// header is a good client stream header without the XML declaration.
-	header = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+	clientHeader = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
 )
 
 // streamError reads until the server ends the stream and returns the
@@ -35,7 +35,7 @@ func streamError(t *testing.T, r *servertest.Raw) string {
 	out, err := r.ReadUntilErr("</stream:stream>", 10*time.Second)
 	i := strings.Index(out, "<stream:error><")
 	if i < 0 {
-		t.Fatalf("no stream error (read err %v) in %q", err, clip(out))
+		t.Fatalf("no stream error (read err %v) in %q", err, clipText(out))
 	}
 	rest := out[i+len("<stream:error><"):]
 	return rest[:strings.IndexAny(rest, " />")]
@@ -68,7 +68,7 @@ func expectClosed(t *testing.T, r *servertest.Raw) {
 	}
 }
 
-func clip(s string) string {
+func clipText(s string) string {
 	if len(s) > 600 {
 		return s[:300] + " … " + s[len(s)-300:]
 	}
@@ -81,7 +81,7 @@ func afterTLS(t *testing.T, s *servertest.Server) (*servertest.Raw, string) {
 	t.Helper()
 	r := servertest.DialRaw(t, s.Addr)
 	r.StartTLS("")
-	r.Write(header)
+	r.Write(clientHeader)
 	return r, r.ReadUntil("</stream:features>")
 }
 
@@ -108,7 +108,7 @@ func heapInuse() uint64 {
 	return m.HeapInuse
 }
 
-func deep(n int) string { return strings.Repeat("<a>", n) + strings.Repeat("</a>", n) }
+func nested(n int) string { return strings.Repeat("<a>", n) + strings.Repeat("</a>", n) }
 
 func TestStanzaSizeLimits(t *testing.T) {
 	t.Parallel()
@@ -128,7 +128,7 @@ func TestStanzaSizeLimits(t *testing.T) {
 
 	t.Run("before TLS", func(t *testing.T) {
 		r := servertest.DialRaw(t, s.Addr)
-		r.Write(header + "<starttls xmlns='" + nsTLS + "'>" + strings.Repeat(" ", pre) + "</starttls>")
+		r.Write(clientHeader + "<starttls xmlns='" + nsTLS + "'>" + strings.Repeat(" ", pre) + "</starttls>")
 		expectStreamError(t, r, "policy-violation")
 	})
 	t.Run("before auth", func(t *testing.T) {
@@ -177,7 +177,7 @@ func TestDepthLimit(t *testing.T) {
 	for _, n := range []int{4000, 10000} {
 		r := servertest.DialRaw(t, s.Addr)
 		r.Login("alice", "pa", fmt.Sprint("d", n), "")
-		stanza := "<message to='alice@localhost'>" + deep(n) + "</message>"
+		stanza := "<message to='alice@localhost'>" + nested(n) + "</message>"
 		if n == 4000 && (len(stanza) < 27000 || len(stanza) > 29000) {
 			t.Fatalf("the 4,000-deep stanza is %d bytes, want about 28 KB", len(stanza))
 		}
@@ -186,7 +186,7 @@ func TestDepthLimit(t *testing.T) {
 	}
 	// Pre-auth, the depth limit is smaller still.
 	r, _ := afterTLS(t, s)
-	r.Write("<auth xmlns='" + nsSASL + "' mechanism='PLAIN'>" + deep(20) + "</auth>")
+	r.Write("<auth xmlns='" + nsSASL + "' mechanism='PLAIN'>" + nested(20) + "</auth>")
 	expectStreamError(t, r, "policy-violation")
 	if after := heapInuse(); after > before+16<<20 {
 		t.Errorf("heap in use grew from %d to %d bytes", before, after)
@@ -199,23 +199,23 @@ func TestRestrictedXML(t *testing.T) {
 	s := servertest.Start(t)
 	s.AddUser(t, "alice", "pa")
 	for _, tc := range []struct{ name, in, want string }{
-		{"DTD before the header", "<!DOCTYPE stream:stream [<!ENTITY x 'y'>]>" + header, "restricted-xml"},
-		{"billion laughs", `<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>` + header, "restricted-xml"},
-		{"comment before the header", "<!-- hi -->" + header, "restricted-xml"},
-		{"processing instruction", "<?php echo 1 ?>" + header, "restricted-xml"},
-		{"second XML declaration", "<?xml version='1.0'?><?xml version='1.0'?>" + header, "restricted-xml"},
-		{"DTD in the stream", header + "<!DOCTYPE x>", "restricted-xml"},
-		{"entity declaration in the stream", header + "<!ENTITY x 'y'>", "restricted-xml"},
-		{"comment in the stream", header + "<!-- hi -->", "restricted-xml"},
-		{"comment in a stanza", header + "<starttls xmlns='" + nsTLS + "'><!-- hi --></starttls>", "restricted-xml"},
-		{"processing instruction in a stanza", header + "<starttls xmlns='" + nsTLS + "'><?x y?></starttls>", "restricted-xml"},
-		{"entity reference", header + "<starttls xmlns='" + nsTLS + "'>&xxe;</starttls>", "restricted-xml"},
-		{"entity reference in an attribute", header + "<starttls xmlns='" + nsTLS + "' a='&xxe;'/>", "restricted-xml"},
-		{"undeclared prefix", header + "<foo:starttls/>", "not-well-formed"},
-		{"undeclared attribute prefix", header + "<starttls xmlns='" + nsTLS + "' foo:a='1'/>", "not-well-formed"},
-		{"duplicate attribute", header + "<starttls xmlns='" + nsTLS + "' a='1' a='2'/>", "not-well-formed"},
-		{"text at the stream level", header + "hello<message/>", "bad-format"},
-		{"non-UTF-8 encoding", "<?xml version='1.0' encoding='ISO-8859-1'?>" + header, "unsupported-encoding"},
+		{"DTD before the header", "<!DOCTYPE stream:stream [<!ENTITY x 'y'>]>" + clientHeader, "restricted-xml"},
+		{"billion laughs", `<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>` + clientHeader, "restricted-xml"},
+		{"comment before the header", "<!-- hi -->" + clientHeader, "restricted-xml"},
+		{"processing instruction", "<?php echo 1 ?>" + clientHeader, "restricted-xml"},
+		{"second XML declaration", "<?xml version='1.0'?><?xml version='1.0'?>" + clientHeader, "restricted-xml"},
+		{"DTD in the stream", clientHeader + "<!DOCTYPE x>", "restricted-xml"},
+		{"entity declaration in the stream", clientHeader + "<!ENTITY x 'y'>", "restricted-xml"},
+		{"comment in the stream", clientHeader + "<!-- hi -->", "restricted-xml"},
+		{"comment in a stanza", clientHeader + "<starttls xmlns='" + nsTLS + "'><!-- hi --></starttls>", "restricted-xml"},
+		{"processing instruction in a stanza", clientHeader + "<starttls xmlns='" + nsTLS + "'><?x y?></starttls>", "restricted-xml"},
+		{"entity reference", clientHeader + "<starttls xmlns='" + nsTLS + "'>&xxe;</starttls>", "restricted-xml"},
+		{"entity reference in an attribute", clientHeader + "<starttls xmlns='" + nsTLS + "' a='&xxe;'/>", "restricted-xml"},
+		{"undeclared prefix", clientHeader + "<foo:starttls/>", "not-well-formed"},
+		{"undeclared attribute prefix", clientHeader + "<starttls xmlns='" + nsTLS + "' foo:a='1'/>", "not-well-formed"},
+		{"duplicate attribute", clientHeader + "<starttls xmlns='" + nsTLS + "' a='1' a='2'/>", "not-well-formed"},
+		{"text at the stream level", clientHeader + "hello<message/>", "bad-format"},
+		{"non-UTF-8 encoding", "<?xml version='1.0' encoding='ISO-8859-1'?>" + clientHeader, "unsupported-encoding"},
 		{"UTF-16", "\xff\xfe<\x00s\x00", "not-well-formed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,7 +227,7 @@ func TestRestrictedXML(t *testing.T) {
 	t.Run("XML declaration is accepted", func(t *testing.T) {
 		for _, decl := range []string{"", "<?xml version='1.0'?>", `<?xml version="1.0" encoding="UTF-8"?>`} {
 			r := servertest.DialRaw(t, s.Addr)
-			r.Write(decl + header)
+			r.Write(decl + clientHeader)
 			r.ReadUntil("<starttls")
 		}
 	})
@@ -282,7 +282,7 @@ func TestInvalidXMLAndUTF8(t *testing.T) {
 		t.Run("pre-auth "+name, func(t *testing.T) {
 			t.Parallel()
 			r := servertest.DialRaw(t, s.Addr)
-			r.Write(header + bad)
+			r.Write(clientHeader + bad)
 			expectStreamError(t, r, "not-well-formed")
 		})
 	}
@@ -296,7 +296,7 @@ func TestInvalidXMLAndUTF8(t *testing.T) {
 	}
 	t.Run("invalid UTF-8 in the header", func(t *testing.T) {
 		r := servertest.DialRaw(t, s.Addr)
-		r.Write(strings.Replace(header, "localhost", "local\xffhost", 1))
+		r.Write(strings.Replace(clientHeader, "localhost", "local\xffhost", 1))
 		expectStreamError(t, r, "not-well-formed")
 	})
 	assertHealthy(t, s, "alice", "pa")
@@ -307,17 +307,17 @@ func TestStreamHeaderErrors(t *testing.T) {
 	s := servertest.Start(t)
 	s.AddUser(t, "alice", "pa")
 	for _, tc := range []struct{ name, in, want string }{
-		{"wrong to", strings.Replace(header, "to='localhost'", "to='example.org'", 1), "host-unknown"},
-		{"no to", strings.Replace(header, " to='localhost'", "", 1), "host-unknown"},
-		{"wrong stream namespace", strings.Replace(header, "http://etherx.jabber.org/streams", "urn:wrong", 1), "invalid-namespace"},
-		{"wrong default namespace", strings.Replace(header, "jabber:client", "jabber:server", 1), "invalid-namespace"},
+		{"wrong to", strings.Replace(clientHeader, "to='localhost'", "to='example.org'", 1), "host-unknown"},
+		{"no to", strings.Replace(clientHeader, " to='localhost'", "", 1), "host-unknown"},
+		{"wrong stream namespace", strings.Replace(clientHeader, "http://etherx.jabber.org/streams", "urn:wrong", 1), "invalid-namespace"},
+		{"wrong default namespace", strings.Replace(clientHeader, "jabber:client", "jabber:server", 1), "invalid-namespace"},
 		{"not a stream", "<message xmlns='jabber:client'>", "invalid-namespace"},
-		{"version 2.0", strings.Replace(header, "version='1.0'", "version='2.0'", 1), "unsupported-version"},
-		{"no version", strings.Replace(header, " version='1.0'", "", 1), "unsupported-version"},
-		{"stanza before TLS", header + "<message to='alice@localhost'><body>hi</body></message>", "policy-violation"},
-		{"auth before TLS", header + plainAuth("alice", "pa"), "policy-violation"},
-		{"data pipelined after starttls", header + "<starttls xmlns='" + nsTLS + "'/>" + "<message/>", "policy-violation"},
-		{"stream closed before anything", header + "</stream:stream>", ""},
+		{"version 2.0", strings.Replace(clientHeader, "version='1.0'", "version='2.0'", 1), "unsupported-version"},
+		{"no version", strings.Replace(clientHeader, " version='1.0'", "", 1), "unsupported-version"},
+		{"stanza before TLS", clientHeader + "<message to='alice@localhost'><body>hi</body></message>", "policy-violation"},
+		{"auth before TLS", clientHeader + plainAuth("alice", "pa"), "policy-violation"},
+		{"data pipelined after starttls", clientHeader + "<starttls xmlns='" + nsTLS + "'/>" + "<message/>", "policy-violation"},
+		{"stream closed before anything", clientHeader + "</stream:stream>", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := servertest.DialRaw(t, s.Addr)
@@ -332,7 +332,7 @@ func TestStreamHeaderErrors(t *testing.T) {
 	t.Run("wrong to after TLS", func(t *testing.T) {
 		r := servertest.DialRaw(t, s.Addr)
 		r.StartTLS("")
-		r.Write(strings.Replace(header, "to='localhost'", "to='example.org'", 1))
+		r.Write(strings.Replace(clientHeader, "to='localhost'", "to='example.org'", 1))
 		expectStreamError(t, r, "host-unknown")
 	})
 	t.Run("stanza before auth", func(t *testing.T) {
@@ -344,14 +344,14 @@ func TestStreamHeaderErrors(t *testing.T) {
 		r, _ := afterTLS(t, s)
 		r.Write(plainAuth("alice", "pa"))
 		r.ReadUntil("<success")
-		r.Write(header)
+		r.Write(clientHeader)
 		r.ReadUntil("</stream:features>")
 		r.Write("<message to='alice@localhost'><body>hi</body></message>")
 		expectStreamError(t, r, "not-authorized")
 	})
 	t.Run("TLS handshake garbage", func(t *testing.T) {
 		r := servertest.DialRaw(t, s.Addr)
-		r.Write(header)
+		r.Write(clientHeader)
 		r.ReadUntil("</stream:features>")
 		r.Write("<starttls xmlns='" + nsTLS + "'/>")
 		r.ReadUntil("<proceed")
@@ -360,12 +360,12 @@ func TestStreamHeaderErrors(t *testing.T) {
 	})
 	t.Run("garbage on the direct TLS port", func(t *testing.T) {
 		r := servertest.DialRaw(t, s.DirectAddr)
-		r.Write(header)
+		r.Write(clientHeader)
 		expectClosed(t, r)
 	})
 	t.Run("pipelined stream restart after SASL is kept", func(t *testing.T) {
 		r, _ := afterTLS(t, s)
-		r.Write(plainAuth("alice", "pa") + header)
+		r.Write(plainAuth("alice", "pa") + clientHeader)
 		r.ReadUntil("<success")
 		r.ReadUntil("urn:ietf:params:xml:ns:xmpp-bind")
 	})
@@ -401,7 +401,7 @@ func TestAuthTimeout(t *testing.T) {
 		r, _ := afterTLS(t, s)
 		r.Write(plainAuth("alice", "pa"))
 		r.ReadUntil("<success")
-		r.Write(header)
+		r.Write(clientHeader)
 		r.ReadUntil("</stream:features>")
 		check(t, r, start)
 	})
@@ -414,13 +414,13 @@ func TestAuthTimeout(t *testing.T) {
 		go func() {
 			// One byte at a time: every byte is progress, none of it
 			// extends the deadline.
-			for i := 0; i < len(header); i++ {
+			for i := 0; i < len(clientHeader); i++ {
 				select {
 				case <-stop:
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
-				if r.Write(header[i:i+1]) != nil {
+				if r.Write(clientHeader[i:i+1]) != nil {
 					return
 				}
 			}

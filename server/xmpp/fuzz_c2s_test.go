@@ -88,7 +88,7 @@ func exchange(t *testing.T, c net.Conn, data []byte, closeWrite func()) []byte {
 	err := <-done
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the server kept the connection open past the auth timeout; it sent %q", clip(out.String()))
+		t.Fatalf("the server kept the connection open past the auth timeout; it sent %q", clipText(out.String()))
 	}
 	return out.Bytes()
 }
@@ -100,7 +100,7 @@ func checkServerOutput(t *testing.T, in, out []byte) {
 	const start = "<?xml version='1.0'?><stream:stream "
 	parts := bytes.Split(out, []byte(start))
 	if len(parts[0]) != 0 {
-		t.Fatalf("input %q: the server's output does not start with its header: %q", clip(string(in)), clip(string(out)))
+		t.Fatalf("input %q: the server's output does not start with its header: %q", clipText(string(in)), clipText(string(out)))
 	}
 	for _, p := range parts[1:] {
 		checkStream(t, in, append([]byte(start), p...))
@@ -111,7 +111,7 @@ func checkStream(t *testing.T, in, out []byte) {
 	t.Helper()
 	d := elem.NewDecoder(bufio.NewReader(bytes.NewReader(out)), elem.Limits{MaxBytes: 1 << 20, MaxDepth: 16})
 	if _, err := d.ReadHeader(); err != nil {
-		t.Fatalf("input %q: the server's header does not parse: %v\n%q", clip(string(in)), err, clip(string(out)))
+		t.Fatalf("input %q: the server's header does not parse: %v\n%q", clipText(string(in)), err, clipText(string(out)))
 	}
 	for {
 		_, err := d.ReadElement()
@@ -123,7 +123,7 @@ func checkStream(t *testing.T, in, out []byte) {
 			errors.As(err, &syn) && strings.Contains(syn.Msg, "unexpected EOF") {
 			return
 		}
-		t.Fatalf("input %q: the server's output does not parse: %v\n%q", clip(string(in)), err, clip(string(out)))
+		t.Fatalf("input %q: the server's output does not parse: %v\n%q", clipText(string(in)), err, clipText(string(out)))
 	}
 }
 

@@ -126,7 +126,7 @@ func tlsFrom(t *testing.T, s *servertest.Server, ip string) *servertest.Raw {
 	t.Helper()
 	r := servertest.DialRawFrom(t, s.Addr, ip)
 	r.StartTLS("")
-	r.Write(header)
+	r.Write(clientHeader)
 	r.ReadUntil("</stream:features>")
 	return r
 }
