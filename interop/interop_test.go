@@ -30,7 +30,8 @@ const domain = "localhost"
 // which are added through the admin socket of the running daemon.
 var (
 	offlineAccounts = []string{"alice", "bob", "dave", "erin", "frank", "grace", "heidi",
-		"ivan", "judy", "mallory", "olga", "rosa", "peggy", "nina", "oscar"}
+		"ivan", "judy", "mallory", "olga", "rosa", "peggy", "nina", "oscar",
+		"pat", "quinn", "rita", "sam"}
 	liveAccounts = []string{"carol"}
 )
 

@@ -655,14 +655,18 @@ def presence_type(ptype, from_bare):
     return lambda p: p.xml.get("type") == ptype and str(p["from"]) == from_bare
 
 
-@scenario("unsubscribe, cancel and roster remove (RFC 6121 3.3, 3.2, 2.5.2)")
-async def s_unsubscribe(suite):
-    n = await Client(suite, "nina", "main").online()
-    o = await Client(suite, "oscar", "main").online(direct=True)
-    await subscribe(n, o, suite)
-    await subscribe(o, n, suite)
+async def mutual(suite, a_name, b_name):
+    """Two online clients with subscription both, built per RFC 6121 3.1."""
+    a = await Client(suite, a_name, "main").online()
+    b = await Client(suite, b_name, "main").online(direct=True)
+    await subscribe(a, b, suite)
+    await subscribe(b, a, suite)
+    return a, b
 
-    # 3.3: nina unsubscribes from oscar's presence: both -> from / to.
+
+@scenario("unsubscribe from a contact's presence (RFC 6121 3.3)")
+async def s_unsubscribe(suite):
+    n, o = await mutual(suite, "nina", "oscar")
     n.send_presence(pto=o.bare, ptype="unsubscribe")
     await n.pushes.expect(push_for(o.bare, subscription="from"),
                           "roster push to nina: oscar now 'from' (RFC 6121 3.3.2)")
@@ -676,39 +680,53 @@ async def s_unsubscribe(suite):
     await o.pres.expect(presence_from(n.full, status="nina still shares"), "nina's presence at oscar (still 'to')")
     await n.pres.expect_none(presence_from(o.full, status="only for my subscribers"),
                              "oscar's presence at nina after she unsubscribed")
-
-    # 3.2: nina cancels oscar's subscription to her: from / to -> none.
-    n.send_presence(pto=o.bare, ptype="unsubscribed")
-    await n.pushes.expect(push_for(o.bare, subscription="none"),
-                          "roster push to nina: oscar now 'none' (RFC 6121 3.2.2)")
-    await o.pres.expect(presence_from(n.full, "unavailable"),
-                        "unavailable from nina's resource at oscar when she cancelled (RFC 6121 3.2.2)")
-    await o.pres.expect(presence_type("unsubscribed", n.bare), "unsubscribed from nina at oscar (RFC 6121 3.2.3)")
-    await o.pushes.expect(push_for(n.bare, subscription="none"), "roster push to oscar: nina now 'none' (RFC 6121 3.2.3)")
-    n.send_presence(pstatus="after cancel")
-    await o.pres.expect_none(presence_from(n.full, status="after cancel"), "nina's presence at oscar after she cancelled")
-
-    # 2.5.2: removing a contact with a subscription cancels both directions.
-    await subscribe(n, o, suite)
-    await subscribe(o, n, suite)
-    await n.roster_set(o.bare, remove=True)
-    await n.pushes.expect(push_for(o.bare, subscription="remove"), "roster push removing oscar at nina")
-    await o.pres.expect(presence_type("unsubscribe", n.bare),
-                        "unsubscribe from nina at oscar after she removed him (RFC 6121 2.5.2)")
-    await o.pres.expect(presence_type("unsubscribed", n.bare),
-                        "unsubscribed from nina at oscar after she removed him (RFC 6121 2.5.2)")
-    await o.pushes.expect(push_for(n.bare, subscription="none"), "roster push to oscar: nina now 'none'")
-    # RFC 6121 2.5.2 names only the unsubscribe/unsubscribed; without an
-    # unavailable, oscar keeps showing nina online, so it is noted.
-    try:
-        await o.pres.expect(presence_from(n.full, "unavailable"), "", timeout=3)
-    except Failure:
-        suite.note("no unavailable from %s at %s after she removed him with subscription both: "
-                   "he keeps seeing her online" % (n.full, o.bare))
-    res = await n.roster_get()
-    check(o.bare not in (roster_items(res) or {}), "oscar still in nina's roster after remove: %s" % res)
     await n.close()
     await o.close()
+
+
+@scenario("cancel a contact's subscription (RFC 6121 3.2)")
+async def s_cancel(suite):
+    p, r = await mutual(suite, "pat", "quinn")
+    # pat cancels quinn's subscription to pat's presence: both -> to / from.
+    p.send_presence(pto=r.bare, ptype="unsubscribed")
+    await p.pushes.expect(push_for(r.bare, subscription="to"),
+                          "roster push to pat: quinn now 'to' (RFC 6121 3.2.2)")
+    await r.pres.expect(presence_from(p.full, "unavailable"),
+                        "unavailable from pat's resource at quinn when pat cancelled (RFC 6121 3.2.2)")
+    await r.pres.expect(presence_type("unsubscribed", p.bare), "unsubscribed from pat at quinn (RFC 6121 3.2.3)")
+    await r.pushes.expect(push_for(p.bare, subscription="from"),
+                          "roster push to quinn: pat now 'from' (RFC 6121 3.2.3)")
+    p.send_presence(pstatus="after cancel")
+    r.send_presence(pstatus="quinn still shares")
+    await p.pres.expect(presence_from(r.full, status="quinn still shares"), "quinn's presence at pat (still 'to')")
+    await r.pres.expect_none(presence_from(p.full, status="after cancel"), "pat's presence at quinn after the cancel")
+    await p.close()
+    await r.close()
+
+
+@scenario("remove a subscribed contact from the roster (RFC 6121 2.5.2)")
+async def s_roster_remove_subscribed(suite):
+    a, b = await mutual(suite, "rita", "sam")
+    await a.roster_set(b.bare, remove=True)
+    await a.pushes.expect(push_for(b.bare, subscription="remove"), "roster push removing sam at rita")
+    await b.pres.expect(presence_type("unsubscribe", a.bare),
+                        "unsubscribe from rita at sam after she removed him (RFC 6121 2.5.2)")
+    await b.pres.expect(presence_type("unsubscribed", a.bare),
+                        "unsubscribed from rita at sam after she removed him (RFC 6121 2.5.2)")
+    await b.pushes.expect(push_for(a.bare, subscription="none"), "roster push to sam: rita now 'none'")
+    # RFC 6121 2.5.2 names only the unsubscribe/unsubscribed; without an
+    # unavailable, sam keeps showing rita online, so it is noted.
+    try:
+        await b.pres.expect(presence_from(a.full, "unavailable"), "", timeout=3)
+    except Failure:
+        suite.note("no unavailable from %s at %s after she removed him with subscription both: "
+                   "he keeps seeing her online" % (a.full, b.bare))
+    res = await a.roster_get()
+    check(b.bare not in (roster_items(res) or {}), "sam still in rita's roster after remove: %s" % res)
+    a.send_presence(pstatus="after removal")
+    await b.pres.expect_none(presence_from(a.full, status="after removal"), "rita's presence at sam after the removal")
+    await a.close()
+    await b.close()
 
 
 @scenario("presence broadcast, probes and unavailable (RFC 6121 4)")
