@@ -184,6 +184,11 @@ func TestDepthLimit(t *testing.T) {
 		r.Write(stanza)
 		expectStreamError(t, r, "policy-violation")
 	}
+	// Width instead of depth: 30,000 empty siblings in 120 KB.
+	r0 := servertest.DialRaw(t, s.Addr)
+	r0.Login("alice", "pa", "wide", "")
+	r0.Write("<message to='alice@localhost'>" + strings.Repeat("<a/>", 30000) + "</message>")
+	expectStreamError(t, r0, "policy-violation")
 	// Pre-auth, the depth limit is smaller still.
 	r, _ := afterTLS(t, s)
 	r.Write("<auth xmlns='" + nsSASL + "' mechanism='PLAIN'>" + nested(20) + "</auth>")

@@ -284,12 +284,20 @@ func (c *conn) readElement(ctx context.Context) (*elem.Element, error) {
 	return e, nil
 }
 
+// Element counts per stanza. Negotiation needs a handful; the largest
+// stanzas clients send (bookmarks, a vCard, a MUC member list) hold a few
+// thousand elements at most.
+const (
+	maxNodesPreAuth = 64
+	maxNodes        = 20000
+)
+
 func (c *conn) preauthLimits() elem.Limits {
-	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: min(16, c.srv.cfg.Limits.MaxDepth)}
+	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: min(16, c.srv.cfg.Limits.MaxDepth), MaxNodes: maxNodesPreAuth}
 }
 
 func (c *conn) limits() elem.Limits {
-	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytes, MaxDepth: c.srv.cfg.Limits.MaxDepth}
+	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytes, MaxDepth: c.srv.cfg.Limits.MaxDepth, MaxNodes: maxNodes}
 }
 
 func (c *conn) write(s string) error {

@@ -40,6 +40,10 @@ const (
 type Limits struct {
 	MaxBytes int // bytes of one stanza, whitespace before it included
 	MaxDepth int // nesting depth, the stanza itself being 1
+	// MaxNodes bounds elements plus text nodes in one stanza (0: no
+	// bound). A stanza of tiny empty elements costs about 90 bytes of
+	// allocation per input byte, so size alone is a weak bound on memory.
+	MaxNodes int
 }
 
 // countingReader enforces the byte limit while the XML decoder is still
@@ -188,6 +192,11 @@ func (d *Decoder) ReadElement() (e *Element, err error) {
 	}()
 	d.cr.n, d.cr.limit = 0, d.limits.MaxBytes
 	var stack []*Element
+	nodes := 0
+	tooMany := func() bool {
+		nodes++
+		return d.limits.MaxNodes > 0 && nodes > d.limits.MaxNodes
+	}
 	for {
 		t, err := d.token()
 		if err != nil {
@@ -197,6 +206,9 @@ func (d *Decoder) ReadElement() (e *Element, err error) {
 		case xml.StartElement:
 			if len(stack) >= d.limits.MaxDepth {
 				return nil, ErrTooDeep
+			}
+			if tooMany() {
+				return nil, fmt.Errorf("%w: more than %d elements and text nodes", ErrTooBig, d.limits.MaxNodes)
 			}
 			if err := d.ns.push(t); err != nil {
 				return nil, err
@@ -242,6 +254,9 @@ func (d *Decoder) ReadElement() (e *Element, err error) {
 					p.Children[n-1] = prev + Text(t)
 					continue
 				}
+			}
+			if tooMany() {
+				return nil, fmt.Errorf("%w: more than %d elements and text nodes", ErrTooBig, d.limits.MaxNodes)
 			}
 			p.Children = append(p.Children, Text(t))
 		case xml.Comment, xml.ProcInst, xml.Directive:

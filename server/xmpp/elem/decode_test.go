@@ -159,6 +159,10 @@ func TestDecoderLimits(t *testing.T) {
 		{"over size", "<message><body>" + strings.Repeat("x", 5000) + "</body></message>", Limits{MaxBytes: 4096, MaxDepth: 8}, ErrTooBig},
 		{"huge attribute", "<message id='" + strings.Repeat("x", 5000) + "'/>", Limits{MaxBytes: 4096, MaxDepth: 8}, ErrTooBig},
 		{"whitespace flood", strings.Repeat(" ", 5000) + "<message/>", Limits{MaxBytes: 4096, MaxDepth: 8}, ErrTooBig},
+		{"at node limit", "<m>" + strings.Repeat("<a/>", 9) + "</m>", Limits{MaxBytes: 1 << 20, MaxDepth: 8, MaxNodes: 10}, nil},
+		{"over node limit", "<m>" + strings.Repeat("<a/>", 10) + "</m>", Limits{MaxBytes: 1 << 20, MaxDepth: 8, MaxNodes: 10}, ErrTooBig},
+		{"text nodes count", "<m>" + strings.Repeat("x<a/>", 5) + "</m>", Limits{MaxBytes: 1 << 20, MaxDepth: 8, MaxNodes: 10}, ErrTooBig},
+		{"merged text counts once", "<m>a<![CDATA[b]]>c<![CDATA[d]]>" + strings.Repeat("<a/>", 8) + "</m>", Limits{MaxBytes: 1 << 20, MaxDepth: 8, MaxNodes: 10}, nil},
 		{"unterminated comment", "<!--" + strings.Repeat("x", 5000), Limits{MaxBytes: 4096, MaxDepth: 8}, ErrTooBig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
