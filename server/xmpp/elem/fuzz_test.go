@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-var fuzzLimits = Limits{MaxBytes: 16 << 10, MaxDepth: 24}
+var fuzzLimits = Limits{MaxBytes: 16 << 10, MaxDepth: 24, MaxNodes: 500}
 
 // FuzzDecoder feeds arbitrary bytes after a stream header. The decoder must
 // never panic or exceed its limits, and every element it returns must
@@ -41,10 +41,25 @@ func FuzzDecoder(f *testing.F) {
 			if depth(e) > fuzzLimits.MaxDepth {
 				t.Fatalf("depth %d over the limit %d", depth(e), fuzzLimits.MaxDepth)
 			}
+			if n := countNodes(e); n > fuzzLimits.MaxNodes {
+				t.Fatalf("%d nodes, over the limit %d", n, fuzzLimits.MaxNodes)
+			}
 			checkValid(t, e)
 			checkRoundTrip(t, e)
 		}
 	})
+}
+
+func countNodes(e *Element) int {
+	n := 1
+	for _, c := range e.Children {
+		if ce, ok := c.(*Element); ok {
+			n += countNodes(ce)
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 func depth(e *Element) int {
