@@ -220,6 +220,7 @@ type Result struct {
 	Sessions          int        `json:"sessions,omitempty"`
 	Established       int        `json:"established,omitempty"`
 	Alive             int        `json:"alive,omitempty"`
+	HoldSec           float64    `json:"hold_sec,omitempty"`
 	RSSPerSessionKiB  float64    `json:"rss_per_session_kib,omitempty"`
 	PSSPerSessionKiB  float64    `json:"pss_per_session_kib,omitempty"`
 	AnonPerSessionKiB float64    `json:"anon_per_session_kib,omitempty"`

@@ -195,6 +195,7 @@ func runIdle(ctx context.Context, o *options, t *target, r *Result) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		r.HoldSec = o.hold.Seconds()
 		alive, errsAfter := h.check()
 		r.Alive = alive
 		for _, e := range errsAfter {

@@ -147,7 +147,7 @@ func writeReport(o *options) error {
 	if holds := res[h]["hold"]; len(holds) > 0 {
 		r := holds[len(holds)-1]
 		b.WriteString("\n## Many idle sessions (hearth)\n\n")
-		fmt.Fprintf(&b, "| sessions requested | established | alive after %s hold (answered a ping) | server RSS before | server RSS with the sessions | per session | failures |\n|---|---|---|---|---|---|---|\n", holdText(o))
+		fmt.Fprintf(&b, "| sessions requested | established | alive after %s hold (each answered a ping) | server RSS before | server RSS with the sessions | per session | failures |\n|---|---|---|---|---|---|---|\n", holdText(r))
 		fmt.Fprintf(&b, "| %d | %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %d |\n", r.Sessions, r.Established, r.Alive, mib(r.Before), mib(r.After), r.RSSPerSessionKiB, r.Failures)
 		for _, e := range r.Errors {
 			fmt.Fprintf(&b, "\n- error: `%s`", e)
@@ -163,9 +163,9 @@ func writeReport(o *options) error {
 	return os.WriteFile(o.out, []byte(b.String()), 0o644)
 }
 
-func holdText(o *options) string {
-	if o.hold > 0 {
-		return o.hold.String()
+func holdText(r *Result) string {
+	if r.HoldSec > 0 {
+		return fmt.Sprintf("a %.0f s", r.HoldSec)
 	}
 	return "the"
 }
