@@ -205,15 +205,21 @@ func (m *Module) outboundSubscription(ctx context.Context, st *xmpp.Stanza) {
 		})
 		_ = it
 		if changed {
-			// The former subscriber sees us go offline.
-			for _, s := range m.h.Sessions(user) {
-				if s.Available() {
-					m.h.Route(ctx, presenceEl(s.JID().String(), contact.String(), "unavailable"))
-				}
-			}
+			// RFC 6121 3.2.2: the former subscriber sees us go offline.
+			m.sendUnavailable(ctx, user, contact.String())
 		}
 	}
 	m.route(ctx, st, contact)
+}
+
+// sendUnavailable tells a contact that every available resource of user
+// is gone, as when a subscription ends.
+func (m *Module) sendUnavailable(ctx context.Context, user, contact string) {
+	for _, s := range m.h.Sessions(user) {
+		if s.Available() {
+			m.h.Route(ctx, presenceEl(s.JID().String(), contact, "unavailable"))
+		}
+	}
 }
 
 // route forwards a subscription stanza from the user's bare JID.
@@ -413,6 +419,8 @@ func (m *Module) inboundBare(ctx context.Context, ev *xmpp.Event) bool {
 		})
 		if changed {
 			deliver(m.availableSessions(user), st.El)
+			// RFC 6121 3.3.3: the former subscriber sees us go offline.
+			m.sendUnavailable(ctx, user, st.From.Bare().String())
 		}
 	case "unsubscribed":
 		_, changed := m.update(ctx, user, st.From, func(it *store.RosterItem) (bool, bool, error) {

@@ -159,6 +159,8 @@ func TestUnsubscribeAndUnsubscribed(t *testing.T) {
 	subscribe(t, b, a)
 	a.SendRaw("<presence to='bob@localhost' type='unsubscribe'/>")
 	b.Expect(pres("unsubscribe", "alice@localhost"))
+	// RFC 6121 3.3.3: Alice no longer sees Bob online.
+	a.Expect(pres("unavailable", b.JID.String()))
 	if sub, _ := subscription(a, "bob@localhost"); sub != "from" {
 		t.Fatalf("alice after unsubscribe: %q, want from", sub)
 	}
@@ -201,5 +203,22 @@ func TestPendingSubscriptionCap(t *testing.T) {
 	v.SendRaw("<presence/>")
 	for i := 0; i < limit; i++ {
 		v.Expect(pres("subscribe", servertest.Sprintf("u%d@localhost", i)))
+	}
+}
+
+func TestRemovingASubscriberSendsUnavailable(t *testing.T) {
+	s := servertest.Start(t)
+	s.AddUser(t, "alice", "pa")
+	s.AddUser(t, "bob", "pb")
+	a := s.Dial(t, "alice", "pa", "")
+	b := s.Dial(t, "bob", "pb", "")
+	available(a)
+	available(b)
+	subscribe(t, b, a)
+	a.IQ("<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>")
+	b.Expect(pres("unsubscribed", "alice@localhost"))
+	b.Expect(pres("unavailable", a.JID.String()))
+	if sub, _ := subscription(b, "alice@localhost"); sub != "none" {
+		t.Fatalf("bob: %q, want none", sub)
 	}
 }

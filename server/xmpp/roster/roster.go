@@ -188,6 +188,13 @@ func (m *Module) remove(ctx context.Context, user, contact jid.JID) error {
 	}
 	if old.Subscription == "from" || old.Subscription == "both" || old.PendingIn {
 		m.h.Route(ctx, elem.New(elem.NSClient, "presence", "from", bare, "to", contact.String(), "type", "unsubscribed"))
+		// RFC 6121 3.2.2: cancelling their subscription also tells them we
+		// are gone.
+		for _, s := range m.h.Sessions(user.Localpart()) {
+			if s.Available() {
+				m.h.Route(ctx, elem.New(elem.NSClient, "presence", "from", s.JID().String(), "to", contact.String(), "type", "unavailable"))
+			}
+		}
 	}
 	old.Subscription = "remove"
 	old.Ask = false
