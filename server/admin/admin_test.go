@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,6 +140,30 @@ func TestSocketPathTooLong(t *testing.T) {
 	path := filepath.Join(shortDir(t), strings.Repeat("d", 100), "admin.sock")
 	if _, err := Listen(path, ""); err == nil || !strings.Contains(err.Error(), "longer than a unix socket allows") {
 		t.Fatalf("Listen on a long path: %v", err)
+	}
+}
+
+func TestSocketForAGroup(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	g, err := user.LookupGroupId(me.Gid)
+	if err != nil {
+		t.Skip(err)
+	}
+	path := filepath.Join(shortDir(t), "admin.sock")
+	srv, err := Listen(path, g.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 || strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid)) != g.Gid {
+		t.Fatalf("socket mode %v gid %d, want 0660 and group %s (%s)", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, g.Name, g.Gid)
 	}
 }
 
