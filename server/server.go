@@ -162,6 +162,8 @@ func (s *Server) shutdown() error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*1e9)
 	defer cancel()
 	err := s.XMPP.Shutdown(sctx)
+	// A listener whose Serve had not started yet is not known to XMPP.
+	s.closeListeners()
 	s.wg.Wait()
 	return errors.Join(err, s.Store.Close())
 }

@@ -189,7 +189,24 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second Start: %v", err)
 	}
+	st, dt := inst.Addrs()
 	if err := inst.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Close after a Start without Run frees the ports, the socket and the
+	// database.
+	for _, a := range append(st, dt...) {
+		if c, err := net.Dial("tcp", a.String()); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts after Close", a)
+		}
+	}
+	if _, err := os.Stat(cfg.AdminSocket()); !os.IsNotExist(err) {
+		t.Errorf("admin socket left after Close: %v", err)
+	}
+	again, err := Start(cfg, testLogger())
+	if err != nil {
+		t.Fatalf("Start after Close: %v", err)
+	}
+	again.Close()
 }
