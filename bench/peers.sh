@@ -176,6 +176,7 @@ phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 
 } >"$RES/env.txt"
 if [[ -f $ROOT/bench/notes.md ]]; then cp "$ROOT/bench/notes.md" "$RES/notes.md"; fi
 
+rm -rf "$WORK/hearth" "$WORK/prosody" # per-phase copies; templates and results stay
 mkdir -p "$(dirname "$OUT")"
 "$LOAD" --mode report --results "$RES" --out "$OUT"
 log "wrote $OUT (raw results in $RES)"
