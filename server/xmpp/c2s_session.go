@@ -13,6 +13,9 @@ import (
 // runSession registers a bound session with the router and reads its
 // stanzas until the stream ends.
 func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
+	// The auth deadline ends here; from now on the session's writer sets
+	// write deadlines, and nothing is being written yet (output is held).
+	_ = c.netConn.SetDeadline(time.Time{})
 	if old := s.router.bind(sess); old != nil {
 		// RFC 6120 7.7.2.2: the newer session wins; the old one is told why.
 		old.Close(&StreamError{Condition: "conflict", Text: "replaced by a new connection with the same resource"})
@@ -20,8 +23,6 @@ func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
 	// Only now may the queued bind result reach the client: a client that
 	// knows its JID can be sent to, so the router must know it first.
 	sess.release()
-	// Write deadlines belong to the session's writer from here on.
-	_ = c.netConn.SetReadDeadline(time.Time{})
 	s.log.Debug("session bound", "jid", sess.JID().String(), "remote", sess.RemoteAddr())
 	s.router.Fire(ctx, "session/bound", &Event{Session: sess})
 

@@ -219,6 +219,11 @@ func (s *Session) flush() {
 		s.writeMu.Lock()
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.limits.WriteTimeout.D()))
 		_, err := s.conn.Write(buf.Bytes())
+		if err == nil {
+			// No deadline while idle: crypto/tls writes on its own too (a
+			// KeyUpdate answer), and an expired deadline would break it.
+			_ = s.conn.SetWriteDeadline(time.Time{})
+		}
 		s.writeMu.Unlock()
 		putBuf(buf)
 		if err != nil {
