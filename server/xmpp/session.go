@@ -3,6 +3,7 @@ package xmpp
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -304,6 +305,10 @@ func (s *Session) finish(buf *bytes.Buffer, reason error) {
 		_ = s.conn.SetReadDeadline(time.Now().Add(time.Second))
 		select {
 		case <-s.done:
+			// The reader is gone: swallow what the peer still sends (the
+			// rest of an oversized stanza, say), or closing would reset
+			// the connection before the peer has read why.
+			_, _ = io.Copy(io.Discard, io.LimitReader(s.raw, 1<<20))
 		case <-time.After(time.Second):
 		}
 	}
