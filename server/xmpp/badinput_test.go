@@ -532,7 +532,7 @@ func TestReadRateLimit(t *testing.T) {
 	if accepted < float64(rate)*0.5 {
 		t.Errorf("accepted only %.0f B/s from the flooder; the limit is %d B/s", accepted, rate)
 	}
-	if worst > time.Second {
+	if worst > 2*time.Second {
 		t.Errorf("the other client waited %v for an answer", worst)
 	}
 	f.Conn.Close()
