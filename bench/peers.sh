@@ -110,6 +110,12 @@ sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#"
 sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody.cfg.lua"
 cp "$WORK/prosody.cfg.lua" "$RES/prosody.cfg.lua"
 
+{
+	echo "# servers: each phase starts one on a fresh copy of its template data"
+	echo "cp -a \$WORK/hearth-template \$WORK/hearth && \$WORK/bin/hearth dev --data \$WORK/hearth --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn"
+	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody.cfg.lua -F # from bench/prosody.cfg.lua.tmpl"
+} >>"$RES/commands.txt"
+
 # --- servers -------------------------------------------------------------------
 start_hearth() {
 	rm -rf "$WORK/hearth"
@@ -137,7 +143,7 @@ phase() {
 	"start_$server"
 	sleep 2 # let it reach its resting state
 	log "$server $ph run $rep"
-	if [[ $rep == 1 ]]; then echo "# $server: start it, then" >>"$RES/commands.txt"; fi
+	if [[ $rep == 1 ]]; then echo "# $server $ph (fresh server)" >>"$RES/commands.txt"; fi
 	local cmd=("$LOAD" --label "$server" --port "$PORT" --server-pid "$SERVER_PID" --user-prefix "$PREFIX" --password "$PASSWORD" --users "$USERS" --mech "$MECH" --mode "$mode" "$@" --json)
 	if [[ $rep == 1 ]]; then
 		record "${cmd[@]}" >"$RES/$server.$ph.$rep.json"
