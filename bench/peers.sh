@@ -91,6 +91,7 @@ log "provisioning $USERS accounts in hearth and Prosody"
 echo "# provisioning ($USERS accounts ${PREFIX}1..${PREFIX}$USERS, password $PASSWORD)" >>"$RES/commands.txt"
 HT=$WORK/hearth-template
 # A first start makes the certificate and the dev admin, as a user's would.
+echo "\$WORK/bin/hearth dev --data \$WORK/hearth-template --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn # first start, stopped with SIGTERM once it listens" >>"$RES/commands.txt"
 "$BIN/hearth" dev --data "$HT" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn >"$WORK/hearth-first.log" 2>&1 &
 SERVER_PID=$!
 wait_port "$HEARTH_PORT"
