@@ -35,3 +35,9 @@ test-interop:
 # What CI runs on a fresh Debian machine: installs the test packages (as root), then make test.
 ci:
 	.ci/run
+
+.PHONY: bench-peers
+
+# hearth against Prosody with the same load; writes docs/benchmarks.md (about 10 minutes).
+bench-peers:
+	bash bench/peers.sh
