@@ -183,6 +183,9 @@ func (i *Instance) Run(ctx context.Context) error {
 		i.Supervisor.Run(runCtx,
 			Service{Name: "xmpp", Run: i.runXMPP},
 			Service{Name: "admin", Run: i.runAdmin},
+			Service{Name: "memory", Run: memoryTrimmer{
+				every: 2 * time.Second, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
+			}.run},
 		)
 	}()
 	i.notify.Ready()

@@ -1,7 +1,6 @@
 package xmpp
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -121,9 +120,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, directTLS bool) err
 		}
 		s.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			defer s.untrack(c)
-			s.serveConn(ctx, c, directTLS)
+			cn, sess := s.negotiateConn(ctx, c, directTLS)
+			if sess == nil {
+				s.untrack(c)
+				s.wg.Done()
+				return
+			}
+			// The session reads on a fresh goroutine: negotiation (TLS
+			// handshake, SASL) grew this one's stack, and a new goroutine
+			// starts small, which is what an idle session should cost.
+			go s.sessionGoroutine(ctx, cn, sess)
 		}()
 	}
 }
@@ -187,7 +193,7 @@ type conn struct {
 	srv     *Server
 	raw     net.Conn
 	netConn net.Conn // raw, or the TLS connection over it
-	br      *bufio.Reader
+	br      *pooledReader
 	brConn  net.Conn // what br reads from
 	dec     *elem.Decoder
 	rate    rateLimiter
@@ -198,6 +204,9 @@ type conn struct {
 	user      string // authenticated localpart
 	ip        string
 	id        string
+	// streamOpen re-creates the client's stream header (its namespace
+	// declarations) so a decoder can be rebuilt after hibernation.
+	streamOpen string
 }
 
 func randomID() string {
@@ -206,7 +215,21 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Server) serveConn(ctx context.Context, raw net.Conn, directTLS bool) {
+// sessionGoroutine is kept tiny on purpose: setup and teardown are their
+// own calls, and there are no defers, so that little is on the stack while
+// the session waits, idle, and the GC can shrink the stack to its minimum.
+// (A panic here ends the process anyway.)
+func (s *Server) sessionGoroutine(ctx context.Context, c *conn, sess *Session) {
+	s.startSession(ctx, c, sess)
+	err := s.readLoop(ctx, c, sess)
+	s.endSession(ctx, sess, err)
+	s.untrack(c.raw)
+	s.wg.Done()
+}
+
+// negotiateConn runs a new connection up to a bound session; on failure it
+// closes the connection and returns a nil session.
+func (s *Server) negotiateConn(ctx context.Context, raw net.Conn, directTLS bool) (*conn, *Session) {
 	c := &conn{srv: s, raw: raw, netConn: raw}
 	c.rate = newRateLimiter(s.cfg.Limits.ReadBytesPerSecond, s.cfg.Limits.ReadBurstBytes)
 	c.ip, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
@@ -221,16 +244,16 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, directTLS bool) {
 		if err := tc.HandshakeContext(ctx); err != nil {
 			s.log.Debug("direct TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 			raw.Close()
-			return
+			return nil, nil
 		}
 		c.netConn, c.secure = tc, true
 	}
 	sess, err := c.negotiate(ctx)
 	if err != nil {
 		c.fail(err)
-		return
+		return nil, nil
 	}
-	s.runSession(ctx, c, sess)
+	return c, sess
 }
 
 func (s *Server) directTLSConfig() *tls.Config {
@@ -321,7 +344,7 @@ func (c *conn) openStream() error {
 	if c.brConn != c.netConn {
 		// Only a new connection (TLS) gets a new buffer: after SASL the
 		// client may already have sent its next stream header.
-		c.br = bufio.NewReaderSize(c.netConn, 1024)
+		c.br = newPooledReader(c.netConn)
 		c.brConn = c.netConn
 	}
 	c.dec = elem.NewDecoder(c.br, lim)
@@ -363,7 +386,27 @@ func (c *conn) openStream() error {
 	}
 	// The 'from' a client claims in its header is deliberately ignored: the
 	// identity comes from SASL alone (mellium's BindResource trusts it).
+	c.streamOpen = streamOpenTag(hdr)
 	return nil
+}
+
+var attrEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", "'", "&apos;", `"`, "&quot;")
+
+// streamOpenTag rebuilds a stream's opening tag with only its namespace
+// declarations: all a new decoder needs to read the stanzas that follow.
+func streamOpenTag(hdr xml.StartElement) string {
+	var b strings.Builder
+	b.WriteString("<stream:stream")
+	for _, a := range hdr.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			b.WriteString(" xmlns='" + attrEscaper.Replace(a.Value) + "'")
+		case a.Name.Space == "xmlns":
+			b.WriteString(" xmlns:" + a.Name.Local + "='" + attrEscaper.Replace(a.Value) + "'")
+		}
+	}
+	b.WriteString(">")
+	return b.String()
 }
 
 // header is the server's stream header (RFC 6120 4.7).

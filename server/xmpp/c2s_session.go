@@ -3,6 +3,7 @@ package xmpp
 import (
 	"context"
 	"errors"
+	"net"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -10,9 +11,8 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/elem"
 )
 
-// runSession registers a bound session with the router and reads its
-// stanzas until the stream ends.
-func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
+// startSession registers a bound session with the router.
+func (s *Server) startSession(ctx context.Context, c *conn, sess *Session) {
 	// The auth deadline ends here; from now on the session's writer sets
 	// write deadlines, and nothing is being written yet (output is held).
 	_ = c.netConn.SetDeadline(time.Time{})
@@ -25,18 +25,22 @@ func (s *Server) runSession(ctx context.Context, c *conn, sess *Session) {
 	sess.release()
 	s.log.Debug("session bound", "jid", sess.JID().String(), "remote", sess.RemoteAddr())
 	s.router.Fire(ctx, "session/bound", &Event{Session: sess})
+}
 
-	err := s.readLoop(ctx, c, sess)
-
-	if s.router.unbind(sess) {
-		s.router.Fire(ctx, "session/closed", &Event{Session: sess})
-	}
+// endSession closes the stream, then tells the modules: their work (a
+// last-activity write, presence broadcasts) must not delay the client's
+// </stream:stream>.
+func (s *Server) endSession(ctx context.Context, sess *Session, err error) {
+	unbound := s.router.unbind(sess)
 	rerr := readError(err)
 	var se *StreamError
 	if errors.As(rerr, &se) {
 		sess.Close(se)
 	} else {
 		sess.Close(nil)
+	}
+	if unbound {
+		s.router.Fire(ctx, "session/closed", &Event{Session: sess})
 	}
 	sess.markDone()
 	s.log.Debug("session ended", "jid", sess.JID().String(), "reason", err)
@@ -76,6 +80,9 @@ func (s *Server) readLoop(ctx context.Context, c *conn, sess *Session) error {
 	// closed: it lasts at most one stanza's worth, and a goroutine per
 	// session to watch for it would cost more than it saves.
 	for {
+		if err := c.waitIdle(); err != nil {
+			return err
+		}
 		e, err := c.readElement(ctx)
 		if err != nil {
 			return err
@@ -121,4 +128,85 @@ func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Elemen
 	}
 	s.router.FromClient(ctx, st)
 	return nil
+}
+
+// waitIdle returns once the client has sent something. Between stanzas
+// with nothing buffered it first drains what crypto/tls may already hold
+// (a read with a deadline in the past does not block and, being a timeout,
+// does not poison the TLS connection), then parks on the raw socket.
+func (c *conn) waitIdle() error {
+	if c.br.Buffered() > 0 {
+		return nil
+	}
+	_ = c.netConn.SetReadDeadline(time.Now())
+	err := c.br.Peek1()
+	_ = c.netConn.SetReadDeadline(time.Time{})
+	if err == nil {
+		return nil
+	}
+	if !isTimeout(err) {
+		return err
+	}
+	// Park on the raw socket. After a quiet spell the session also drops
+	// its XML decoder (about 2 KiB with its buffers and namespace stack);
+	// most sessions are idle most of the time.
+	_ = c.raw.SetReadDeadline(time.Now().Add(hibernateAfter))
+	err = waitReadable(c.raw)
+	_ = c.raw.SetReadDeadline(time.Time{})
+	if err == nil || !isTimeout(err) {
+		return err
+	}
+	c.dec = nil
+	if err := waitReadable(c.raw); err != nil {
+		return err
+	}
+	return c.wake()
+}
+
+// hibernateAfter is how long a session waits with nothing to read before it
+// drops its decoder.
+const hibernateAfter = 2 * time.Second
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// wake rebuilds the decoder of a hibernated session, in the namespace
+// context of the stream it is continuing.
+func (c *conn) wake() error {
+	dec := elem.NewDecoder(&prefixReader{prefix: c.streamOpen, r: c.br}, c.limits())
+	if _, err := dec.ReadHeader(); err != nil {
+		return err
+	}
+	c.dec = dec
+	return nil
+}
+
+// prefixReader yields prefix, then what r has.
+type prefixReader struct {
+	prefix string
+	i      int
+	r      *pooledReader
+}
+
+func (p *prefixReader) ReadByte() (byte, error) {
+	if p.i < len(p.prefix) {
+		b := p.prefix[p.i]
+		p.i++
+		return b, nil
+	}
+	return p.r.ReadByte()
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c, err := p.ReadByte()
+	if err != nil {
+		return 0, err
+	}
+	b[0] = c
+	return 1, nil
 }
