@@ -166,9 +166,15 @@ func (s *Session) Send(el *elem.Element) error {
 	return s.waitForSpace()
 }
 
+// maxSenderWait bounds how long a sender waits for a slow reader.
+const maxSenderWait = 5 * time.Second
+
 // waitForSpace is called with s.mu held and returns with it released.
 func (s *Session) waitForSpace() error {
-	timer := time.NewTimer(s.limits.WriteTimeout.D())
+	// The wait holds up whoever is sending, so it is short: a reader that
+	// cannot take a quarter of its output limit within it is too slow to
+	// keep, and others must not stall behind it.
+	timer := time.NewTimer(min(s.limits.WriteTimeout.D(), maxSenderWait))
 	defer timer.Stop()
 	for {
 		if s.closed {
