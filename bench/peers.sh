@@ -156,7 +156,7 @@ phase() {
 
 for rep in $(seq "$REPS"); do
 	for server in hearth prosody; do
-		phase "$server" idle "$rep" idle --sessions "$IDLE_SESSIONS" --concurrency 16 --settle 5s
+		phase "$server" idle "$rep" idle --sessions "$IDLE_SESSIONS" --concurrency 16 --settle 10s
 		phase "$server" logins "$rep" logins --duration "${LOGIN_SECS}s" --concurrency "$LOGIN_CONC" --login-users 100
 		phase "$server" messages "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s"
 	done
@@ -165,7 +165,7 @@ done
 log "hearth: holding $HOLD_SESSIONS idle sessions"
 # One process may not open more descriptors than its RLIMIT_NOFILE; the tool
 # spreads the sessions over two processes and 127.0.0.x source addresses.
-phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 --hold "${HOLD_SECS}s" --settle 5s
+phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 --hold "${HOLD_SECS}s" --settle 10s
 
 {
 	echo "date:       $(date -u +'%Y-%m-%d %H:%M UTC')"
