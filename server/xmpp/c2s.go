@@ -741,6 +741,7 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 			continue
 		}
 		sess := newSession(full, c.netConn, &c.srv.cfg.Limits)
+		sess.filters = c.srv.router.outboundFilters()
 		sess.raw = c.raw
 		reply := ResultReply(e, elem.New(NSBind, "bind").Add(elem.New(NSBind, "jid").AddText(full.String())))
 		reply.Set("from", "")

@@ -95,6 +95,14 @@ func (h *Host) AddStreamFeature(fn func(*Session) *elem.Element) {
 	h.r.streamFeatures = append(h.r.streamFeatures, fn)
 }
 
+// AddOutboundFilter adds a named stage to the chain every element passes on
+// its way to a client session, highest priority first (for example client
+// state indication, then stream management's counting). Register filters in
+// Register: sessions bound earlier keep the chain they started with.
+func (h *Host) AddOutboundFilter(name string, priority int, fn OutboundFilter) {
+	h.r.addOutboundFilter(outboundFilter{name: name, priority: priority, fn: fn})
+}
+
 // HandleSubdomain routes every stanza for a subdomain (a service such as
 // rooms.DOMAIN) to fn.
 func (h *Host) HandleSubdomain(domain string, fn HookFunc) {

@@ -66,6 +66,7 @@ type Router struct {
 	features       map[string]bool
 	identities     []*elem.Element
 	streamFeatures []func(*Session) *elem.Element
+	filters        []outboundFilter
 	subdomains     map[string]HookFunc
 }
 
@@ -180,6 +181,20 @@ func (r *Router) addHook(name string, priority int, fn HookFunc) {
 	hs := append(r.hooks[name], hook{priority, fn})
 	sort.SliceStable(hs, func(i, j int) bool { return hs[i].priority > hs[j].priority })
 	r.hooks[name] = hs
+}
+
+func (r *Router) outboundFilters() []outboundFilter {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.filters
+}
+
+func (r *Router) addOutboundFilter(f outboundFilter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fs := append(append([]outboundFilter(nil), r.filters...), f)
+	sort.SliceStable(fs, func(i, j int) bool { return fs[i].priority > fs[j].priority })
+	r.filters = fs
 }
 
 // IsLocalUser reports whether j is an account on this server.

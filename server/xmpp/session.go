@@ -46,6 +46,10 @@ type Session struct {
 	presence  *elem.Element
 
 	values map[any]any
+
+	// filters is the router's outbound filter chain when the session was
+	// bound; it is never modified afterwards.
+	filters []outboundFilter
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -53,6 +57,18 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // newSession returns a session whose output is held: what is sent queues
 // up until release, so that the bind result can be queued first and the
 // session registered with the router before the client can see it.
+// OutboundFilter sees every element on its way to a client, in priority
+// order, and returns false to hold it back (it may deliver it later with
+// SendAfter) or drop it. Filters run on the sending goroutine, so they must
+// be safe for concurrent use.
+type OutboundFilter func(s *Session, el *elem.Element) bool
+
+type outboundFilter struct {
+	name     string
+	priority int
+	fn       OutboundFilter
+}
+
 func newSession(j jid.JID, conn net.Conn, limits *config.Limits) *Session {
 	return &Session{jid: j, bare: j.Bare().String(), conn: conn, raw: conn, limits: limits, remote: conn.RemoteAddr().String(), done: make(chan struct{}), held: true}
 }
@@ -140,6 +156,32 @@ func (s *Session) SetValue(key, v any) {
 // disconnected; its unread stanzas are the only loss, as with any dead
 // connection.
 func (s *Session) Send(el *elem.Element) error {
+	return s.sendFrom(0, el)
+}
+
+// SendAfter continues the delivery of an element that the outbound filter
+// named stage held back (as client state indication does while a client is
+// inactive): the filters after it still see the element.
+func (s *Session) SendAfter(stage string, el *elem.Element) error {
+	for i, f := range s.filters {
+		if f.name == stage {
+			return s.sendFrom(i+1, el)
+		}
+	}
+	return s.sendFrom(len(s.filters), el)
+}
+
+func (s *Session) sendFrom(i int, el *elem.Element) error {
+	for ; i < len(s.filters); i++ {
+		if !s.filters[i].fn(s, el) {
+			return nil
+		}
+	}
+	return s.write(el)
+}
+
+// write queues serialized output for the connection.
+func (s *Session) write(el *elem.Element) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"encoding/xml"
+	"sync"
 
 	"mellium.im/xmpp/jid"
 
@@ -17,6 +18,70 @@ type Stanza struct {
 	// Origin is the local session that sent it; nil for stanzas the server
 	// generates.
 	Origin *Session
+
+	holds *ackHolds
+}
+
+// ackHolds counts the durable writes a stanza is waiting for.
+type ackHolds struct {
+	mu      sync.Mutex
+	pending int
+	sealed  bool // routing is over: no new holds, done may close
+	err     error
+	done    chan struct{}
+}
+
+func (h *ackHolds) maybeDone() {
+	if h.sealed && h.pending == 0 {
+		close(h.done)
+		h.pending = -1 // closed
+	}
+}
+
+// HoldAck tells the stream layer that this stanza is not durable yet: a
+// module that stores it asynchronously (group commits) calls release once
+// the write is on disk, or failed. Stream management acknowledges a stanza
+// only after every hold on it is released without error. Holds must be
+// taken while the stanza is being routed, before Durable is called.
+func (s *Stanza) HoldAck() (release func(error)) {
+	if s.holds == nil {
+		s.holds = &ackHolds{done: make(chan struct{})}
+	}
+	h := s.holds
+	h.mu.Lock()
+	h.pending++
+	h.mu.Unlock()
+	var once sync.Once
+	return func(err error) {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if err != nil && h.err == nil {
+				h.err = err
+			}
+			h.pending--
+			h.maybeDone()
+		})
+	}
+}
+
+// Durable ends the holding phase and returns a channel closed once every
+// write held with HoldAck has finished (nil if there were none), and a
+// function giving the first error, to be read after the channel is closed.
+func (s *Stanza) Durable() (<-chan struct{}, func() error) {
+	if s.holds == nil {
+		return nil, func() error { return nil }
+	}
+	h := s.holds
+	h.mu.Lock()
+	h.sealed = true
+	h.maybeDone()
+	h.mu.Unlock()
+	return h.done, func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.err
+	}
 }
 
 // Kind is message, presence or iq.
