@@ -61,6 +61,7 @@ type Config struct {
 	Auth    Auth   `yaml:"auth"`
 	Limits  Limits `yaml:"limits"`
 	Admin   Admin  `yaml:"admin"`
+	E2EE    E2EE   `yaml:"e2ee"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 }
@@ -119,6 +120,14 @@ type Admin struct {
 	Group string `yaml:"group"`
 }
 
+// E2EE is the end-to-end encryption policy for one-to-one messages
+// (DESIGN.md decision 5).
+type E2EE struct {
+	// Policy is "required" (plaintext messages bounce), "optional"
+	// (delivered, the sender is warned) or "off".
+	Policy string `yaml:"policy"`
+}
+
 // Default returns the production defaults for domain.
 func Default(domain string) *Config {
 	return &Config{
@@ -146,6 +155,7 @@ func Default(domain string) *Config {
 			MaxOfflineMessages:      1000,
 			MaxSessionsPerAccount:   20,
 		},
+		E2EE:     E2EE{Policy: "required"},
 		LogLevel: "info",
 	}
 }
@@ -228,6 +238,11 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxPendingSubscriptions < 1 || l.MaxRosterItems < 1 || l.MaxOfflineMessages < 0 || l.MaxSessionsPerAccount < 1 {
 		bad("limits: max_pending_subscriptions, max_roster_items and max_sessions_per_account must be positive")
+	}
+	switch c.E2EE.Policy {
+	case "required", "optional", "off":
+	default:
+		bad("e2ee.policy: %q is not required, optional or off", c.E2EE.Policy)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

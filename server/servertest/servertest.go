@@ -44,6 +44,7 @@ type Server struct {
 type Option func(*config.Config)
 
 // Start runs a server with a fresh data directory; it stops at test end.
+// Unlike production, the E2EE policy is "off" unless an Option sets it.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	cfg := config.Default(Domain)
@@ -52,6 +53,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.Listen.Addresses = []string{"127.0.0.1"}
 	cfg.Listen.C2SPort, cfg.Listen.TLSPort = 0, 0
 	cfg.Auth.ScramIterations = 4096
+	// Feature tests send plaintext one-to-one messages; the production
+	// default ("required") would bounce them. Tests of the policy itself
+	// ask for it with an Option.
+	cfg.E2EE.Policy = "off"
 	for _, o := range opts {
 		o(cfg)
 	}
