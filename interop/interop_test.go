@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -224,7 +225,7 @@ type hearthProc struct {
 // startHearth runs "hearth dev" and waits until both ports accept
 // connections. It is stopped (by its PID) at the end of the test at the
 // latest.
-func startHearth(t *testing.T, bin, data string, c2s, direct int) *hearthProc {
+func startHearth(t *testing.T, bin, data string, c2s, direct int, extra ...string) *hearthProc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "hearth.log")
 	logf, err := os.Create(logPath)
@@ -235,9 +236,16 @@ func startHearth(t *testing.T, bin, data string, c2s, direct int) *hearthProc {
 	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
 		level = "debug"
 	}
-	cmd := exec.Command(bin, "dev", "--data", data, "--bind", "127.0.0.1",
+	args := []string{"dev", "--data", data, "--bind", "127.0.0.1",
 		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
-		"--http-port", strconv.Itoa(freePort(t)), "--log-level", level)
+		"--http-port", strconv.Itoa(freePort(t)), "--log-level", level}
+	// The scenarios exchange plaintext 1:1 messages: unless a caller asks
+	// for a policy (as the E2EE scenarios do), the server does not enforce
+	// end-to-end encryption.
+	if !slices.Contains(extra, "--e2ee") {
+		args = append(args, "--e2ee", "off")
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

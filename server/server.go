@@ -18,7 +18,9 @@ import (
 	"github.com/merveilles/hearth/server/xmpp"
 	"github.com/merveilles/hearth/server/xmpp/blocking"
 	"github.com/merveilles/hearth/server/xmpp/disco"
+	"github.com/merveilles/hearth/server/xmpp/e2ee"
 	"github.com/merveilles/hearth/server/xmpp/last"
+	"github.com/merveilles/hearth/server/xmpp/mam"
 	"github.com/merveilles/hearth/server/xmpp/message"
 	"github.com/merveilles/hearth/server/xmpp/offline"
 	"github.com/merveilles/hearth/server/xmpp/ping"
@@ -45,6 +47,8 @@ func modules() []xmpp.Module {
 		private.New(),   // XEP-0049 private XML storage
 		last.New(),      // XEP-0012 last activity
 		blocking.New(),  // XEP-0191 blocking command
+		mam.New(),       // XEP-0313 message archive, XEP-0359 stanza-id
+		e2ee.New(),      // end-to-end encryption policy for 1:1 messages (DESIGN.md 5)
 	}
 }
 

@@ -36,6 +36,7 @@ A port of 0 picks a free port (the log says which).`)
 	tlsPort := fs.Int("tls-port", 5223, "client `port` with direct TLS (XEP-0368, ALPN xmpp-client)")
 	httpPort := fs.Int("http-port", 5280, "HTTP `port` (kept in the configuration; nothing serves HTTP yet)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	e2eePolicy := fs.String("e2ee", "required", "end-to-end encryption `policy` for 1:1 messages: required (plaintext bounces), optional (delivered with a notice) or off")
 	if code, done := parse(fs, args, env); done {
 		return code
 	}
@@ -52,6 +53,7 @@ A port of 0 picks a free port (the log says which).`)
 	cfg.Listen.Addresses = []string{*bind}
 	cfg.Listen.C2SPort, cfg.Listen.TLSPort, cfg.Listen.HTTPPort = *c2s, *tlsPort, *httpPort
 	cfg.LogLevel = *logLevel
+	cfg.E2EE.Policy = *e2eePolicy
 	if err := cfg.Validate(); err != nil {
 		return usageError(env, fs, err)
 	}
