@@ -22,6 +22,10 @@ type ConfigParams struct {
 	// SelfSigned, or CertFile and KeyFile.
 	SelfSigned        bool
 	CertFile, KeyFile string
+	// DataVolume is "required" when data_dir is a mounted volume.
+	DataVolume string
+	// AdminGroup may use the admin socket (hearth-admin after setup).
+	AdminGroup string
 }
 
 // Config renders the default hearth.yaml.

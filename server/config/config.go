@@ -62,6 +62,9 @@ type Config struct {
 	Limits  Limits `yaml:"limits"`
 	Admin   Admin  `yaml:"admin"`
 	E2EE    E2EE   `yaml:"e2ee"`
+	// DataVolume "required" means data_dir must be a mounted volume: hearth
+	// refuses to start on the root disk when the volume is missing.
+	DataVolume string `yaml:"data_volume"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 }
@@ -238,6 +241,9 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxPendingSubscriptions < 1 || l.MaxRosterItems < 1 || l.MaxOfflineMessages < 0 || l.MaxSessionsPerAccount < 1 {
 		bad("limits: max_pending_subscriptions, max_roster_items and max_sessions_per_account must be positive")
+	}
+	if c.DataVolume != "" && c.DataVolume != "required" {
+		bad("data_volume: %q is not \"required\" or empty (data on the root disk)", c.DataVolume)
 	}
 	switch c.E2EE.Policy {
 	case "required", "optional", "off":

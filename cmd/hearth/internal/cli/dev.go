@@ -164,6 +164,9 @@ SIGHUP reloads the TLS certificate.`)
 	if err != nil {
 		return fail(env, "run", err)
 	}
+	if err := cfg.CheckDataVolume(); err != nil {
+		return fail(env, "run", err)
+	}
 	log := newLogger(env.Stderr, cfg.LogLevel)
 	inst, err := supervisor.Start(cfg, log)
 	if err != nil {
