@@ -17,12 +17,15 @@ import (
 	"github.com/merveilles/hearth/server/tlscert"
 	"github.com/merveilles/hearth/server/xmpp"
 	"github.com/merveilles/hearth/server/xmpp/blocking"
+	"github.com/merveilles/hearth/server/xmpp/carbons"
+	"github.com/merveilles/hearth/server/xmpp/csi"
 	"github.com/merveilles/hearth/server/xmpp/disco"
 	"github.com/merveilles/hearth/server/xmpp/e2ee"
 	"github.com/merveilles/hearth/server/xmpp/last"
 	"github.com/merveilles/hearth/server/xmpp/mam"
 	"github.com/merveilles/hearth/server/xmpp/message"
 	"github.com/merveilles/hearth/server/xmpp/offline"
+	"github.com/merveilles/hearth/server/xmpp/pep"
 	"github.com/merveilles/hearth/server/xmpp/ping"
 	"github.com/merveilles/hearth/server/xmpp/presence"
 	"github.com/merveilles/hearth/server/xmpp/private"
@@ -47,8 +50,11 @@ func modules() []xmpp.Module {
 		private.New(),   // XEP-0049 private XML storage
 		last.New(),      // XEP-0012 last activity
 		blocking.New(),  // XEP-0191 blocking command
+		pep.New(),       // XEP-0163 PEP, OMEMO, avatars (0084/0398), bookmarks (0402/0411)
 		mam.New(),       // XEP-0313 message archive, XEP-0359 stanza-id
 		e2ee.New(),      // end-to-end encryption policy for 1:1 messages (DESIGN.md 5)
+		carbons.New(),   // XEP-0280 message carbons
+		csi.New(),       // XEP-0352 client state indication
 	}
 }
 

@@ -126,6 +126,8 @@ func (m *module) set(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error
 			return nil, fmt.Errorf("store private %q of %s: %w", k, user, err)
 		}
 	}
+	// Bookmark conversion (XEP-0411) follows changes through this event.
+	m.h.Fire(ctx, "private/updated", &xmpp.Event{Stanza: iq, Session: iq.Origin})
 	return nil, nil
 }
 
