@@ -69,8 +69,14 @@ func FreePorts(t testing.TB, n int) []int {
 // includes conf.d/*.conf inside http{}; it does not start nginx.
 func New(t testing.TB) *Nginx {
 	t.Helper()
+	return NewAt(t, t.TempDir())
+}
+
+// NewAt is New with the prefix (configuration) directory given, e.g. a
+// fake host's /etc/nginx.
+func NewAt(t testing.TB, prefix string) *Nginx {
+	t.Helper()
 	bin := Binary(t)
-	prefix := t.TempDir()
 	n := &Nginx{Bin: bin, Prefix: prefix, ConfD: filepath.Join(prefix, "conf.d"), Conf: filepath.Join(prefix, "nginx.conf")}
 	for _, d := range []string{"conf.d", "logs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
