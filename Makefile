@@ -18,9 +18,12 @@ test:
 	$(GO) vet ./... && $(GO) test ./...
 	$(MAKE) test-interop
 
-# dist/hearth_VERSION_ARCH.deb with /usr/bin/hearth.
+# dist/hearth_VERSION_ARCH.deb: the binary, the systemd unit, the man page,
+# docs and maintainer scripts (nfpm.yaml, packaging/).
 deb: build
-	VERSION=$(VERSION) GOARCH=$(GOARCH) $(NFPM) package --config nfpm.yaml --packager deb --target dist/
+	gzip -9n -c packaging/hearth.1 >dist/hearth.1.gz
+	packaging/changelog.sh '$(VERSION)' | gzip -9n >dist/changelog.gz
+	VERSION='$(VERSION)' GOARCH=$(GOARCH) $(NFPM) package --config nfpm.yaml --packager deb --target dist/
 
 clean:
 	rm -rf dist
