@@ -128,3 +128,11 @@ func WriteFile(t testing.TB, root, p, content string) {
 		t.Fatal(err)
 	}
 }
+
+// ExitError is a command's non-zero exit, as exec.ExitError reports it.
+type ExitError struct{ Code int }
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// ExitCode is what the installer reads from exec.ExitError.
+func (e ExitError) ExitCode() int { return e.Code }
