@@ -1,0 +1,354 @@
+// Package mam keeps a personal message archive for every account (XEP-0313,
+// urn:xmpp:mam:2) and marks archived messages with their archive ID
+// (XEP-0359 stanza-id).
+//
+// Messages are archived as they are routed to a local account, for the
+// recipient and, when the sender is local too, for the sender. The write
+// is asynchronous and group-committed: delivery does not wait for the
+// disk, but the stanza holds its acknowledgement (Stanza.HoldAck) until
+// the write is durable, and a failed write comes back to the sender as a
+// stanza error.
+package mam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp"
+	"github.com/merveilles/hearth/server/xmpp/elem"
+)
+
+// Namespaces.
+const (
+	NS         = "urn:xmpp:mam:2"
+	NSExtended = "urn:xmpp:mam:2#extended"
+	NSSID      = "urn:xmpp:sid:0"
+	NSRSM      = "http://jabber.org/protocol/rsm"
+	NSForward  = "urn:xmpp:forward:0"
+	NSDelay    = "urn:xmpp:delay"
+	NSData     = "jabber:x:data"
+
+	nsOMEMO       = "eu.siacs.conversations.axolotl"
+	nsOMEMO2      = "urn:xmpp:omemo:2"
+	nsOpenPGP     = "urn:xmpp:openpgp:0"
+	nsChatStates  = "http://jabber.org/protocol/chatstates"
+	prefsDataKind = "mam"
+	prefsDataKey  = "prefs"
+)
+
+// Page sizes: what a query gets without asking, and the most it may ask.
+const (
+	DefaultMax = 50
+	MaxMax     = 250
+)
+
+// hookPriority runs archiving after blocking (1000), which must stop a
+// blocked message first, and before delivery by the message module (0),
+// so the stanza-id is on the message the recipient gets.
+const hookPriority = 500
+
+// Module is the message archive.
+type Module struct {
+	h       *xmpp.Host
+	archive store.Archive
+	lastID  atomic.Uint64
+
+	mu    sync.Mutex
+	prefs map[string]Prefs // localpart -> preferences, loaded on first use
+	// pending holds the writes in flight per user, so that a query sees
+	// every message delivered before it was asked.
+	pending map[string]map[chan struct{}]struct{}
+}
+
+// New returns the archive module. It uses the host's store, which must
+// implement store.Archive.
+func New() *Module {
+	return &Module{prefs: make(map[string]Prefs), pending: make(map[string]map[chan struct{}]struct{})}
+}
+
+// NewWithArchive returns the module writing to a given archive (tests wrap
+// the real one to inject failures).
+func NewWithArchive(a store.Archive) *Module {
+	m := New()
+	m.archive = a
+	return m
+}
+
+// Name implements xmpp.Module.
+func (m *Module) Name() string { return "mam" }
+
+// Register implements xmpp.Module.
+func (m *Module) Register(h *xmpp.Host) error {
+	m.h = h
+	if m.archive == nil {
+		a, ok := h.Store.(store.Archive)
+		if !ok {
+			return errors.New("mam: the store does not keep archives")
+		}
+		m.archive = a
+	}
+	h.HandleIQ(xmpp.ToSelf, "get", NS, m.get)
+	h.HandleIQ(xmpp.ToSelf, "set", NS, m.set)
+	h.Hook("message/bare", hookPriority, m.onMessage)
+	h.Hook("message/full", hookPriority, m.onMessage)
+	h.Hook("message/self", hookPriority, m.onMessage)
+	h.Hook("disco/info/account", 0, m.discoInfo)
+	return nil
+}
+
+// discoInfo advertises the archive on the account's bare JID, to the
+// account itself: nobody else may query it.
+func (m *Module) discoInfo(_ context.Context, ev *xmpp.Event) bool {
+	q := ev.Stanza.El
+	if q.Get("node") != "" || !ev.Stanza.From.Equal(ev.Stanza.To.Bare()) {
+		return false
+	}
+	q.Add(elem.New("http://jabber.org/protocol/disco#info", "feature", "var", NS),
+		elem.New("http://jabber.org/protocol/disco#info", "feature", "var", NSExtended))
+	return false
+}
+
+// nextID returns a new archive ID: the current time in nanoseconds, bumped
+// past the previous ID so IDs are unique and ordered within this process.
+func (m *Module) nextID() uint64 {
+	for {
+		last := m.lastID.Load()
+		id := uint64(time.Now().UnixNano())
+		if id <= last {
+			id = last + 1
+		}
+		if m.lastID.CompareAndSwap(last, id) {
+			return id
+		}
+	}
+}
+
+// FormatID is the string form of an archive ID used on the wire.
+func FormatID(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+// ParseID reads an archive ID from the wire.
+func ParseID(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var id uint64
+	for _, c := range []byte(s) {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		default:
+			return 0, false
+		}
+		id = id<<4 | uint64(d)
+	}
+	return id, true
+}
+
+// archivable reports whether a message is worth keeping: a one-to-one
+// message with a body or an end-to-end encrypted payload.
+func archivable(el *elem.Element) bool {
+	switch el.Get("type") {
+	case "", "normal", "chat":
+	default:
+		return false
+	}
+	for _, c := range el.Elements() {
+		switch {
+		case c.Name.Local == "body" && (c.Name.Space == elem.NSClient || c.Name.Space == ""):
+			return true
+		case c.Name.Local == "encrypted" && (c.Name.Space == nsOMEMO || c.Name.Space == nsOMEMO2):
+			return true
+		case c.Name.Local == "openpgp" && c.Name.Space == nsOpenPGP:
+			return true
+		}
+	}
+	return false
+}
+
+// stripForged removes stanza-ids that claim to come from this server or
+// one of its accounts: only the server may set those (XEP-0359 section 4).
+func (m *Module) stripForged(el *elem.Element) {
+	var out []elem.Node
+	changed := false
+	for _, c := range el.Children {
+		if e, ok := c.(*elem.Element); ok && e.Name.Space == NSSID && e.Name.Local == "stanza-id" {
+			by, err := jid.Parse(e.Get("by"))
+			if err != nil || by.Domainpart() == m.h.Domain() {
+				changed = true
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	if changed {
+		el.Children = out
+	}
+}
+
+func (m *Module) onMessage(ctx context.Context, ev *xmpp.Event) bool {
+	st := ev.Stanza
+	if st.Kind() != "message" || xmpp.IsError(st.El) {
+		return false
+	}
+	m.stripForged(st.El)
+	if !archivable(st.El) {
+		return false
+	}
+	owner := st.To.Localpart()
+	if owner == "" && st.Origin != nil {
+		owner = st.Origin.Localpart()
+	}
+	if owner == "" || (len(m.h.Sessions(owner)) == 0 && !m.h.AccountExists(ctx, owner)) {
+		// The message module bounces it: nothing to archive.
+		return false
+	}
+	from := st.From
+	senderLocal := m.h.IsLocalUser(from) && from.Localpart() != owner
+	toOwner := m.wants(ctx, owner, from.Bare().String())
+	toSender := senderLocal && m.wants(ctx, from.Localpart(), st.To.Bare().String())
+	if !toOwner && !toSender {
+		return false
+	}
+	id := m.nextID()
+	raw := []byte(st.El.String())
+	if toOwner {
+		m.write(ctx, st, owner, store.ArchiveRecord{ID: id, With: from.String(), Stanza: raw})
+		st.El.Add(elem.New(NSSID, "stanza-id", "by", owner+"@"+m.h.Domain(), "id", FormatID(id)))
+	}
+	if toSender {
+		m.write(ctx, st, from.Localpart(), store.ArchiveRecord{ID: id, With: st.To.String(), Stanza: raw})
+	}
+	return false
+}
+
+// write archives one record asynchronously, holding the stanza's
+// acknowledgement until the group commit returns.
+func (m *Module) write(ctx context.Context, st *xmpp.Stanza, user string, rec store.ArchiveRecord) {
+	release := st.HoldAck()
+	ctx = context.WithoutCancel(ctx)
+	done := make(chan struct{})
+	m.mu.Lock()
+	if m.pending[user] == nil {
+		m.pending[user] = make(map[chan struct{}]struct{})
+	}
+	m.pending[user][done] = struct{}{}
+	m.mu.Unlock()
+	go func() {
+		err := m.archive.AppendArchive(ctx, user, rec)
+		release(err)
+		m.mu.Lock()
+		delete(m.pending[user], done)
+		if len(m.pending[user]) == 0 {
+			delete(m.pending, user)
+		}
+		m.mu.Unlock()
+		close(done)
+		if err == nil {
+			return
+		}
+		m.h.Log.Error("archive message", "user", user, "err", err)
+		// Delivery went on without waiting for the disk; the sender learns
+		// the message was not archived (and stream management never acks
+		// it, so a client may resend).
+		el := st.El.Copy()
+		var kept []elem.Node
+		for _, c := range el.Children {
+			if e, ok := c.(*elem.Element); ok && e.Name.Space == NSSID && e.Name.Local == "stanza-id" {
+				continue
+			}
+			kept = append(kept, c)
+		}
+		el.Children = kept
+		m.h.Bounce(ctx, &xmpp.Stanza{El: el, From: st.From, To: st.To, Origin: st.Origin}, &xmpp.StanzaError{
+			Type: "wait", Condition: "resource-constraint",
+			Text: "the server could not archive this message (its storage failed); it may not have been kept, try again later",
+		})
+	}()
+}
+
+// settle waits for the user's archive writes that are in flight now.
+func (m *Module) settle(ctx context.Context, user string) {
+	m.mu.Lock()
+	var chs []chan struct{}
+	for ch := range m.pending[user] {
+		chs = append(chs, ch)
+	}
+	m.mu.Unlock()
+	for _, ch := range chs {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Prefs are a user's archiving preferences (XEP-0313 section 7).
+type Prefs struct {
+	Default string   `json:"default"` // always, roster or never
+	Always  []string `json:"always,omitempty"`
+	Never   []string `json:"never,omitempty"`
+}
+
+func (m *Module) loadPrefs(ctx context.Context, user string) (Prefs, error) {
+	m.mu.Lock()
+	p, ok := m.prefs[user]
+	m.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	p = Prefs{Default: "always"}
+	raw, err := m.h.Store.GetUserData(ctx, user, prefsDataKind, prefsDataKey)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return p, fmt.Errorf("load archive preferences of %s: %w", user, err)
+	default:
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return p, fmt.Errorf("archive preferences of %s: %w", user, err)
+		}
+	}
+	m.mu.Lock()
+	m.prefs[user] = p
+	m.mu.Unlock()
+	return p, nil
+}
+
+// wants reports whether user archives messages with contact (a bare JID).
+// A store failure archives: keeping too much beats losing a message.
+func (m *Module) wants(ctx context.Context, user, contact string) bool {
+	p, err := m.loadPrefs(ctx, user)
+	if err != nil {
+		m.h.Log.Error("archive preferences", "user", user, "err", err)
+		return true
+	}
+	for _, j := range p.Never {
+		if j == contact {
+			return false
+		}
+	}
+	for _, j := range p.Always {
+		if j == contact {
+			return true
+		}
+	}
+	switch p.Default {
+	case "never":
+		return false
+	case "roster":
+		it, err := m.h.Store.RosterItem(ctx, user, contact)
+		return err == nil && it.InRoster
+	}
+	return true
+}
