@@ -54,14 +54,15 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // Config is the whole configuration of one hearth instance.
 type Config struct {
-	Domain  string `yaml:"domain"`
-	DataDir string `yaml:"data_dir"`
-	Listen  Listen `yaml:"listen"`
-	TLS     TLS    `yaml:"tls"`
-	Auth    Auth   `yaml:"auth"`
-	Limits  Limits `yaml:"limits"`
-	Admin   Admin  `yaml:"admin"`
-	E2EE    E2EE   `yaml:"e2ee"`
+	Domain    string    `yaml:"domain"`
+	DataDir   string    `yaml:"data_dir"`
+	Listen    Listen    `yaml:"listen"`
+	TLS       TLS       `yaml:"tls"`
+	Auth      Auth      `yaml:"auth"`
+	Limits    Limits    `yaml:"limits"`
+	Admin     Admin     `yaml:"admin"`
+	E2EE      E2EE      `yaml:"e2ee"`
+	Retention Retention `yaml:"retention"`
 	// DataVolume "required" means data_dir must be a mounted volume: hearth
 	// refuses to start on the root disk when the volume is missing.
 	DataVolume string `yaml:"data_volume"`
@@ -131,6 +132,13 @@ type E2EE struct {
 	Policy string `yaml:"policy"`
 }
 
+// Retention is how long personal archives and offline queues keep
+// messages; the daemon prunes once a day, "hearth prune" on demand.
+type Retention struct {
+	Archive Duration `yaml:"archive"` // 0 keeps archives forever
+	Offline Duration `yaml:"offline"` // 0 keeps offline messages until delivered
+}
+
 // Default returns the production defaults for domain.
 func Default(domain string) *Config {
 	return &Config{
@@ -158,8 +166,9 @@ func Default(domain string) *Config {
 			MaxOfflineMessages:      1000,
 			MaxSessionsPerAccount:   20,
 		},
-		E2EE:     E2EE{Policy: "required"},
-		LogLevel: "info",
+		E2EE:      E2EE{Policy: "required"},
+		Retention: Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
+		LogLevel:  "info",
 	}
 }
 
@@ -249,6 +258,11 @@ func (c *Config) Validate() error {
 	case "required", "optional", "off":
 	default:
 		bad("e2ee.policy: %q is not required, optional or off", c.E2EE.Policy)
+	}
+	for name, d := range map[string]Duration{"archive": c.Retention.Archive, "offline": c.Retention.Offline} {
+		if d < 0 || (d > 0 && d.D() < time.Hour) {
+			bad("retention.%s: %s must be 0 (keep forever) or at least 1h", name, d.D())
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
