@@ -184,7 +184,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			Service{Name: "xmpp", Run: i.runXMPP},
 			Service{Name: "admin", Run: i.runAdmin},
 			Service{Name: "memory", Run: memoryTrimmer{
-				every: 2 * time.Second, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
+				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
 			}.run},
 		)
 	}()

@@ -21,6 +21,7 @@ type memoryTrimmer struct {
 	every      time.Duration
 	quietBytes uint64 // allocation per interval below which we call it quiet
 	minGain    uint64 // do not bother for less than this
+	quietTicks int    // intervals of quiet before trimming
 	log        *slog.Logger
 }
 
@@ -64,9 +65,10 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 			trimmed, quiet = false, 0 // a burst: trim once it is over
 			continue
 		}
-		// Two quiet intervals in a row: sessions that just went idle have
-		// had time to drop their parse state.
-		if quiet++; quiet < 2 {
+		// Quiet for a few intervals in a row: sessions that just went idle
+		// have had time to drop their parse state (the XMPP layer does
+		// that about 3 s after a client's last stanza).
+		if quiet++; quiet < m.quietTicks {
 			continue
 		}
 		// objects includes garbage not yet collected; what a collection

@@ -131,14 +131,16 @@ func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Elemen
 }
 
 // waitIdle returns once the client has sent something. Between stanzas
-// with nothing buffered it first drains what crypto/tls may already hold
-// (a read with a deadline in the past does not block and, being a timeout,
-// does not poison the TLS connection), then parks on the raw socket.
+// with nothing buffered it reads normally for a moment, then parks on the
+// raw socket on a shallow stack, and after a while drops its decoder.
 func (c *conn) waitIdle() error {
 	if c.br.Buffered() > 0 {
 		return nil
 	}
-	_ = c.netConn.SetReadDeadline(time.Now())
+	// A client in a conversation usually sends again soon: wait a moment
+	// in the ordinary read, which costs no extra system calls. (A timeout
+	// does not poison the TLS connection.)
+	_ = c.netConn.SetReadDeadline(time.Now().Add(activeWait))
 	err := c.br.Peek1()
 	_ = c.netConn.SetReadDeadline(time.Time{})
 	if err == nil {
@@ -162,6 +164,10 @@ func (c *conn) waitIdle() error {
 	}
 	return c.wake()
 }
+
+// activeWait is how long a session waits for more input in the ordinary,
+// deep read before parking on a shallow stack.
+const activeWait = time.Second
 
 // hibernateAfter is how long a session waits with nothing to read before it
 // drops its decoder.

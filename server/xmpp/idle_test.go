@@ -36,7 +36,7 @@ func TestSessionWakesFromHibernationWithItsNamespaces(t *testing.T) {
 	r.ReadUntil("</iq>")
 
 	for round := 0; round < 2; round++ {
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(3500 * time.Millisecond)
 		r.Write("<message to='bob@localhost/bob' type='chat'><body>after sleep</body><x:note>n</x:note></message>")
 		got := b.Expect(func(e *elem.Element) bool {
 			return e.Name.Local == "message" && e.ChildText("", "body") == "after sleep"
@@ -46,7 +46,7 @@ func TestSessionWakesFromHibernationWithItsNamespaces(t *testing.T) {
 		}
 	}
 	// Malformed input after waking is still a stream error.
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond)
 	r.Write("<message><unclosed></message>")
 	if out := r.ReadUntil("</stream:stream>"); !strings.Contains(out, "not-well-formed") {
 		t.Fatalf("got %q", out)
@@ -68,6 +68,8 @@ func TestIdleSessionStackIsSmall(t *testing.T) {
 	for i := 0; i < n; i++ {
 		servertest.DialRaw(t, s.Addr).Login("alice", "pa", servertest.Sprintf("r%d", i), "")
 	}
+	// Sessions read normally for a second before parking shallow.
+	time.Sleep(1500 * time.Millisecond)
 	for i := 0; i < 6; i++ {
 		runtime.GC()
 	}

@@ -19,6 +19,7 @@ type pooledReader struct {
 	r          io.Reader
 	buf        *[]byte
 	start, end int
+	one        [1]byte
 }
 
 func newPooledReader(r io.Reader) *pooledReader { return &pooledReader{r: r} }
@@ -83,10 +84,23 @@ func (p *pooledReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Peek1 waits until at least one byte is buffered.
+// Peek1 waits until at least one byte is buffered. It waits with a
+// one-byte read, so a connection blocked here holds no pooled buffer.
 func (p *pooledReader) Peek1() error {
 	if p.start < p.end {
 		return nil
 	}
-	return p.fill()
+	n, err := p.r.Read(p.one[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	if p.buf == nil {
+		p.buf = readBufPool.Get().(*[]byte)
+	}
+	(*p.buf)[0] = p.one[0]
+	p.start, p.end = 0, 1
+	return nil
 }
