@@ -75,6 +75,7 @@ func (m *Module) toBare(ctx context.Context, ev *xmpp.Event) bool {
 		for _, s := range targets {
 			_ = s.Send(st.El)
 		}
+		m.delivered(ctx, st, targets[0])
 		return true
 	}
 	switch typ {
@@ -93,6 +94,7 @@ func (m *Module) toFull(ctx context.Context, ev *xmpp.Event) bool {
 	st := ev.Stanza
 	if s := m.h.Session(st.To); s != nil {
 		_ = s.Send(st.El)
+		m.delivered(ctx, st, s)
 		return true
 	}
 	switch st.Type() {
@@ -105,4 +107,13 @@ func (m *Module) toFull(ctx context.Context, ev *xmpp.Event) bool {
 	bare := *st
 	bare.To = st.To.Bare()
 	return m.toBare(ctx, &xmpp.Event{Stanza: &bare, Session: ev.Session})
+}
+
+// delivered fires "message/delivered" once a message has been handed to
+// local sessions, for modules that react to delivery (carbons). ev.Session
+// is a resource that received it; when ev.Stanza.To is a bare JID, every
+// available resource with that resource's (non-negative) priority received
+// it too, except for headlines, which went to every non-negative resource.
+func (m *Module) delivered(ctx context.Context, st *xmpp.Stanza, s *xmpp.Session) {
+	m.h.Fire(ctx, "message/delivered", &xmpp.Event{Stanza: st, Session: s})
 }
