@@ -1,0 +1,144 @@
+// Package retention expires old messages from personal archives and
+// offline queues, as the configuration says (retention.archive,
+// retention.offline). The daemon runs it once a day; "hearth prune" runs it
+// on demand.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp/elem"
+)
+
+// Store is what pruning needs.
+type Store interface {
+	store.Archive
+	store.OfflineRetention
+}
+
+// Options tune one run.
+type Options struct {
+	DryRun bool
+	// Now is the reference time (zero: time.Now()); tests move it.
+	Now time.Time
+	// Progress, if set, hears about each user done: what ("archive" or
+	// "offline"), users done, users in all, messages removed so far.
+	Progress func(what string, done, total, removed int)
+}
+
+// Report says what a run removed, or would remove in a dry run.
+type Report struct {
+	DryRun          bool
+	ArchiveCutoff   time.Time // zero when archives are kept forever
+	OfflineCutoff   time.Time
+	Archive         store.PruneStats
+	Offline         store.PruneStats
+	ArchiveDisabled bool
+	OfflineDisabled bool
+}
+
+// Prune removes archived messages and offline messages older than the
+// configured retention.
+func Prune(ctx context.Context, st Store, cfg config.Retention, opt Options) (Report, error) {
+	now := opt.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rep := Report{DryRun: opt.DryRun, ArchiveDisabled: cfg.Archive <= 0, OfflineDisabled: cfg.Offline <= 0}
+	progress := func(what string) store.PruneProgress {
+		if opt.Progress == nil {
+			return nil
+		}
+		return func(done, total, removed int) { opt.Progress(what, done, total, removed) }
+	}
+	if !rep.ArchiveDisabled {
+		rep.ArchiveCutoff = now.Add(-cfg.Archive.D())
+		s, err := st.PruneArchive(ctx, rep.ArchiveCutoff, opt.DryRun, progress("archive"))
+		rep.Archive = s
+		if err != nil {
+			return rep, fmt.Errorf("prune archives: %w", err)
+		}
+	}
+	if !rep.OfflineDisabled {
+		rep.OfflineCutoff = now.Add(-cfg.Offline.D())
+		s, err := st.PruneOffline(ctx, OfflineExpired(rep.OfflineCutoff), opt.DryRun, progress("offline"))
+		rep.Offline = s
+		if err != nil {
+			return rep, fmt.Errorf("prune offline messages: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// OfflineExpired reports stored offline stanzas whose delay stamp (set by
+// the offline module when it stored them) is before cutoff. A stanza
+// without a readable stamp is kept: better too long than lost by mistake.
+func OfflineExpired(cutoff time.Time) func([]byte) bool {
+	return func(raw []byte) bool {
+		t, ok := OfflineStamp(raw)
+		return ok && t.Before(cutoff)
+	}
+}
+
+// OfflineStamp reads the time an offline message was stored.
+func OfflineStamp(raw []byte) (time.Time, bool) {
+	doc := "<stream xmlns='" + elem.NSClient + "'>" + string(raw)
+	d := elem.NewDecoder(strings.NewReader(doc), elem.Limits{MaxBytes: len(doc) + 1, MaxDepth: 1000})
+	if _, err := d.ReadHeader(); err != nil {
+		return time.Time{}, false
+	}
+	el, err := d.ReadElement()
+	if err != nil {
+		return time.Time{}, false
+	}
+	dl := el.Child("urn:xmpp:delay", "delay")
+	if dl == nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, dl.Get("stamp"))
+	return t, err == nil
+}
+
+// Daily returns a supervisor service body that prunes at start and then
+// every 24 hours until ctx ends. store returns the store of the running
+// service (nil while it restarts); a failed run is logged and tried
+// again at the next tick rather than ending the service.
+func Daily(current func() store.Store, cfg config.Retention, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		// Let the chat service come up first.
+		wait := time.Minute
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			wait = 24 * time.Hour
+			st, ok := current().(Store)
+			if !ok {
+				log.Warn("retention: the store cannot prune, or the chat service is restarting; trying again in an hour")
+				wait = time.Hour
+				continue
+			}
+			start := time.Now()
+			rep, err := Prune(ctx, st, cfg, Options{})
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					return nil
+				}
+				log.Error("retention: prune failed; trying again in an hour", "err", err)
+				wait = time.Hour
+				continue
+			}
+			log.Info("retention: pruned", "archived_removed", rep.Archive.Removed, "offline_removed", rep.Offline.Removed,
+				"took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
