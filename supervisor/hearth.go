@@ -18,6 +18,7 @@ import (
 	"github.com/merveilles/hearth/server"
 	"github.com/merveilles/hearth/server/admin"
 	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/retention"
 	"github.com/merveilles/hearth/server/xmpp"
 )
 
@@ -186,6 +187,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			Service{Name: "memory", Run: memoryTrimmer{
 				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
 			}.run},
+			Service{Name: "retention", Run: retention.Daily(&i.cur, i.cfg.Retention, i.log)},
 		)
 	}()
 	i.notify.Ready()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/merveilles/hearth/server"
 	"github.com/merveilles/hearth/server/config"
 	"github.com/merveilles/hearth/server/store"
 	"github.com/merveilles/hearth/server/xmpp/elem"
@@ -106,11 +107,14 @@ func OfflineStamp(raw []byte) (time.Time, bool) {
 	return t, err == nil
 }
 
-// Daily returns a supervisor service body that prunes at start and then
-// every 24 hours until ctx ends. store returns the store of the running
-// service (nil while it restarts); a failed run is logged and tried
-// again at the next tick rather than ending the service.
-func Daily(current func() store.Store, cfg config.Retention, log *slog.Logger) func(context.Context) error {
+// Current gives the chat service running now (nil while it restarts); the
+// supervisor's atomic pointer to it fits.
+type Current interface{ Load() *server.Server }
+
+// Daily returns a supervisor service body that prunes a minute after start
+// and then every 24 hours until ctx ends. A failed run is logged and tried
+// again an hour later rather than ending the service.
+func Daily(current Current, cfg config.Retention, log *slog.Logger) func(context.Context) error {
 	return func(ctx context.Context) error {
 		// Let the chat service come up first.
 		wait := time.Minute
@@ -121,7 +125,11 @@ func Daily(current func() store.Store, cfg config.Retention, log *slog.Logger) f
 			case <-time.After(wait):
 			}
 			wait = 24 * time.Hour
-			st, ok := current().(Store)
+			var st Store
+			ok := false
+			if srv := current.Load(); srv != nil {
+				st, ok = srv.Store.(Store)
+			}
 			if !ok {
 				log.Warn("retention: the store cannot prune, or the chat service is restarting; trying again in an hour")
 				wait = time.Hour
