@@ -178,31 +178,9 @@ func (m *Module) outboundSubscription(ctx context.Context, st *xmpp.Stanza) {
 		}
 		return
 	case "unsubscribe":
-		m.update(ctx, user, contact, func(it *store.RosterItem) (bool, bool, error) {
-			old := it.Subscription
-			switch it.Subscription {
-			case "to":
-				it.Subscription = "none"
-			case "both":
-				it.Subscription = "from"
-			}
-			ch := old != it.Subscription || it.Ask
-			it.Ask = false
-			return it.InRoster || it.PendingIn, ch, nil
-		})
+		m.update(ctx, user, contact, cancelTo)
 	case "unsubscribed":
-		it, changed := m.update(ctx, user, contact, func(it *store.RosterItem) (bool, bool, error) {
-			old := it.Subscription
-			switch it.Subscription {
-			case "from":
-				it.Subscription = "none"
-			case "both":
-				it.Subscription = "to"
-			}
-			ch := old != it.Subscription || it.PendingIn || it.Approved
-			it.PendingIn, it.Approved = false, false
-			return it.InRoster, ch, nil
-		})
+		it, changed := m.update(ctx, user, contact, cancelFrom)
 		_ = it
 		if changed {
 			// RFC 6121 3.2.2: the former subscriber sees us go offline.
@@ -220,6 +198,36 @@ func (m *Module) sendUnavailable(ctx context.Context, user, contact string) {
 			m.h.Route(ctx, presenceEl(s.JID().String(), contact, "unavailable"))
 		}
 	}
+}
+
+// cancelTo ends the user's subscription to a contact's presence (RFC 6121
+// 3.3): the contact unsubscribed us, or we unsubscribed.
+func cancelTo(it *store.RosterItem) (keep, changed bool, err error) {
+	old := it.Subscription
+	switch it.Subscription {
+	case "to":
+		it.Subscription = "none"
+	case "both":
+		it.Subscription = "from"
+	}
+	changed = old != it.Subscription || it.Ask
+	it.Ask = false
+	return it.InRoster || it.PendingIn, changed, nil
+}
+
+// cancelFrom ends a contact's subscription to the user's presence (RFC
+// 6121 3.2), including a pending request or a pre-approval.
+func cancelFrom(it *store.RosterItem) (keep, changed bool, err error) {
+	old := it.Subscription
+	switch it.Subscription {
+	case "from":
+		it.Subscription = "none"
+	case "both":
+		it.Subscription = "to"
+	}
+	changed = old != it.Subscription || it.PendingIn || it.Approved
+	it.PendingIn, it.Approved = false, false
+	return it.InRoster, changed, nil
 }
 
 // route forwards a subscription stanza from the user's bare JID.
@@ -405,36 +413,14 @@ func (m *Module) inboundBare(ctx context.Context, ev *xmpp.Event) bool {
 			deliver(m.availableSessions(user), st.El)
 		}
 	case "unsubscribe":
-		_, changed := m.update(ctx, user, st.From, func(it *store.RosterItem) (bool, bool, error) {
-			old := it.Subscription
-			switch it.Subscription {
-			case "from":
-				it.Subscription = "none"
-			case "both":
-				it.Subscription = "to"
-			}
-			ch := old != it.Subscription || it.PendingIn || it.Approved
-			it.PendingIn, it.Approved = false, false
-			return it.InRoster, ch, nil
-		})
+		_, changed := m.update(ctx, user, st.From, cancelFrom)
 		if changed {
 			deliver(m.availableSessions(user), st.El)
 			// RFC 6121 3.3.3: the former subscriber sees us go offline.
 			m.sendUnavailable(ctx, user, st.From.Bare().String())
 		}
 	case "unsubscribed":
-		_, changed := m.update(ctx, user, st.From, func(it *store.RosterItem) (bool, bool, error) {
-			old := it.Subscription
-			switch it.Subscription {
-			case "to":
-				it.Subscription = "none"
-			case "both":
-				it.Subscription = "from"
-			}
-			ch := old != it.Subscription || it.Ask
-			it.Ask = false
-			return it.InRoster || it.PendingIn, ch, nil
-		})
+		_, changed := m.update(ctx, user, st.From, cancelTo)
 		if changed {
 			deliver(m.availableSessions(user), st.El)
 		}
