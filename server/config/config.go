@@ -63,6 +63,7 @@ type Config struct {
 	Admin     Admin     `yaml:"admin"`
 	E2EE      E2EE      `yaml:"e2ee"`
 	Retention Retention `yaml:"retention"`
+	ACME      ACME      `yaml:"acme"`
 	// DataVolume "required" means data_dir must be a mounted volume: hearth
 	// refuses to start on the root disk when the volume is missing.
 	DataVolume string `yaml:"data_volume"`
@@ -139,6 +140,16 @@ type Retention struct {
 	Offline Duration `yaml:"offline"` // 0 keeps offline messages until delivered
 }
 
+// ACME obtains tls.cert_file/key_file from a CA (Let's Encrypt) once DNS
+// for every name points at this host; until then those files hold a
+// self-signed certificate.
+type ACME struct {
+	Enabled   bool     `yaml:"enabled"`
+	Email     string   `yaml:"email"`     // the CA's contact for expiry notices
+	Directory string   `yaml:"directory"` // the CA's ACME directory URL
+	Names     []string `yaml:"names"`     // empty: the domain alone
+}
+
 // Default returns the production defaults for domain.
 func Default(domain string) *Config {
 	return &Config{
@@ -168,6 +179,7 @@ func Default(domain string) *Config {
 		},
 		E2EE:      E2EE{Policy: "required"},
 		Retention: Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
+		ACME:      ACME{Directory: "https://acme-v02.api.letsencrypt.org/directory", Names: []string{}},
 		LogLevel:  "info",
 	}
 }
@@ -262,6 +274,19 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]Duration{"archive": c.Retention.Archive, "offline": c.Retention.Offline} {
 		if d < 0 || (d > 0 && d.D() < time.Hour) {
 			bad("retention.%s: %s must be 0 (keep forever) or at least 1h", name, d.D())
+		}
+	}
+	if c.ACME.Enabled {
+		if c.TLS.SelfSigned || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			bad("acme.enabled: needs tls.cert_file and tls.key_file (where the certificate is written) and self_signed: false")
+		}
+		if !strings.HasPrefix(c.ACME.Directory, "https://") {
+			bad("acme.directory: %q must be an https:// URL", c.ACME.Directory)
+		}
+	}
+	for _, n := range c.ACME.Names {
+		if j, err := jid.Parse(n); err != nil || j.Localpart() != "" || j.Resourcepart() != "" || n != strings.ToLower(n) {
+			bad("acme.names: %q is not a lower-case domain name", n)
 		}
 	}
 	switch c.LogLevel {
