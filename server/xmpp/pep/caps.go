@@ -27,6 +27,16 @@ type capsCache struct {
 	byVer    map[string]*capsQuery
 }
 
+// track remembers a query; queries nobody answers are forgotten in bulk
+// once too many pile up.
+func (c *capsCache) track(q *capsQuery) {
+	if len(c.inflight) >= maxCachedVers {
+		c.inflight = map[string]*capsQuery{}
+		c.byVer = map[string]*capsQuery{}
+	}
+	c.inflight[q.id] = q
+}
+
 type capsQuery struct {
 	id, ver, hash, node string
 	to                  jid.JID
@@ -101,13 +111,13 @@ func (m *Module) selfPresence(ctx context.Context, ev *xmpp.Event) bool {
 			q = nil // someone asked already
 		} else {
 			q = &capsQuery{id: "pep-caps-" + randomID(), ver: ver, hash: hash, node: node, to: sess.JID(), waiters: []*xmpp.Session{sess}}
-			m.caps.inflight[q.id] = q
+			m.caps.track(q)
 			m.caps.byVer[ver] = q
 		}
 	} else if !ok {
 		// Legacy caps carry no verifiable hash: ask this session alone.
 		q = &capsQuery{id: "pep-caps-" + randomID(), ver: ver, node: node, to: sess.JID(), waiters: []*xmpp.Session{sess}}
-		m.caps.inflight[q.id] = q
+		m.caps.track(q)
 	}
 	m.caps.mu.Unlock()
 	if ok {
@@ -157,10 +167,17 @@ func (m *Module) capsResult(ctx context.Context, ev *xmpp.Event) bool {
 		m.caps.mu.Unlock()
 		return q != nil
 	}
-	delete(m.caps.inflight, id)
 	if m.caps.byVer[q.ver] == q {
 		delete(m.caps.byVer, q.ver)
 	}
+	if st.Type() == "error" {
+		// Some client libraries refuse an IQ they have no handler for and
+		// answer it properly anyway; a later result still counts. The next
+		// session with this ver asks again.
+		m.caps.mu.Unlock()
+		return true
+	}
+	delete(m.caps.inflight, id)
 	waiters := q.waiters
 	var feats map[string]bool
 	if st.Type() == "result" {
