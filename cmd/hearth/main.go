@@ -30,6 +30,8 @@ func dispatch(env cli.Env, args []string) int {
 		return cli.Run(env, rest)
 	case "admin":
 		return cli.Admin(env, rest)
+	case "prune":
+		return cli.Prune(env, rest)
 	case "version", "--version":
 		return cli.Version(env, rest)
 	case "help", "-h", "-help", "--help":

@@ -61,6 +61,7 @@ Commands:
   dev       run a local development server (no root, no config file)
   run       run the server from a configuration file (what systemd starts)
   admin     manage accounts of a running or stopped instance
+  prune     remove messages past their retention from archives and offline queues
   version   print the version
   help      print this help
 
