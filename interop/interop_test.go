@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,7 +31,7 @@ const domain = "localhost"
 var (
 	offlineAccounts = []string{"alice", "bob", "dave", "erin", "frank", "grace", "heidi",
 		"ivan", "judy", "mallory", "olga", "rosa", "peggy", "nina", "oscar",
-		"pat", "quinn", "rita", "sam"}
+		"pat", "quinn", "rita", "sam", "carl", "tina"}
 	liveAccounts = []string{"carol"}
 )
 
@@ -101,6 +100,51 @@ func TestSlixmpp(t *testing.T) {
 
 	// On SIGTERM the daemon ends open streams properly and exits with 0.
 	watchShutdown(ctx, t, srv, python, append(args, "--watch-shutdown", "--scenario-timeout", "30"))
+}
+
+// TestSlixmppE2EE runs the E2EE scenarios against a second instance
+// started like the README's first command, with the default policy
+// (required): a plaintext 1:1 message bounces, an OMEMO one passes.
+func TestSlixmppE2EE(t *testing.T) {
+	python := pythonWithSlixmpp(t)
+	bin := buildHearth(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	c2s, direct := freePort(t), freePort(t)
+	first := startHearthArgs(t, bin, data, c2s, direct)
+	if err := first.stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
+	}
+	var accounts strings.Builder
+	for _, u := range []string{"alice", "bob"} {
+		fmt.Fprintf(&accounts, "%s %s\n", u, addUser(t, bin, data, u))
+	}
+	accountsFile := filepath.Join(dir, "accounts.txt")
+	if err := os.WriteFile(accountsFile, []byte(accounts.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startHearthArgs(t, bin, data, c2s, direct)
+	args := []string{"slixmpp_suite.py", "--suite", "e2ee",
+		"--host", "127.0.0.1", "--domain", domain,
+		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
+		"--cafile", filepath.Join(data, "cert.pem"),
+		"--accounts", accountsFile,
+	}
+	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
+		args = append(args, "--debug")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, args...).CombinedOutput()
+	if err != nil {
+		t.Errorf("slixmpp E2EE scenarios failed (%v):\n%s", err, out)
+		t.Logf("server log (last lines):\n%s", srv.logTail(100))
+	} else {
+		t.Logf("slixmpp E2EE scenarios:\n%s", out)
+	}
+	if err := srv.stop(); err != nil {
+		t.Errorf("stopping hearth dev: %v", err)
+	}
 }
 
 // watchShutdown runs the suite's --watch-shutdown mode: a client logs in
@@ -222,10 +266,19 @@ type hearthProc struct {
 	stopped bool
 }
 
-// startHearth runs "hearth dev" and waits until both ports accept
-// connections. It is stopped (by its PID) at the end of the test at the
-// latest.
+// startHearth runs "hearth dev --e2ee off" and waits until both ports
+// accept connections. The main scenarios exchange plaintext 1:1 messages,
+// which the default E2EE policy (required) would bounce; extra flags come
+// last and so override (a later Go flag wins). It is stopped (by its PID)
+// at the end of the test at the latest.
 func startHearth(t *testing.T, bin, data string, c2s, direct int, extra ...string) *hearthProc {
+	t.Helper()
+	return startHearthArgs(t, bin, data, c2s, direct, append([]string{"--e2ee", "off"}, extra...)...)
+}
+
+// startHearthArgs is startHearth with hearth dev's defaults (E2EE
+// required) and extra flags.
+func startHearthArgs(t *testing.T, bin, data string, c2s, direct int, extra ...string) *hearthProc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "hearth.log")
 	logf, err := os.Create(logPath)
@@ -239,12 +292,6 @@ func startHearth(t *testing.T, bin, data string, c2s, direct int, extra ...strin
 	args := []string{"dev", "--data", data, "--bind", "127.0.0.1",
 		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
 		"--http-port", strconv.Itoa(freePort(t)), "--log-level", level}
-	// The scenarios exchange plaintext 1:1 messages: unless a caller asks
-	// for a policy (as the E2EE scenarios do), the server does not enforce
-	// end-to-end encryption.
-	if !slices.Contains(extra, "--e2ee") {
-		args = append(args, "--e2ee", "off")
-	}
 	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -47,6 +47,11 @@ NS_VCARD = "vcard-temp"
 NS_CAPS = "http://jabber.org/protocol/caps"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_DATA = "jabber:x:data"
+NS_OMEMO_LEGACY = "eu.siacs.conversations.axolotl"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+HEARTH_E2EE_FORM = "https://github.com/merveilles/hearth/e2ee"
 
 TIMEOUT = 10.0  # seconds to wait for something that must arrive
 QUIET = 1.5  # seconds to wait to be sure something does not arrive
@@ -968,6 +973,180 @@ async def s_blocking(suite):
         await c.close()
 
 
+@scenario("carbons between two resources (XEP-0280)")
+async def s_carbons(suite):
+    phone = Client(suite, "carl", "phone", plugins=("xep_0280",))
+    laptop = Client(suite, "carl", "laptop", plugins=("xep_0280",))
+    tina = Client(suite, "tina", "desk")
+    for c in (phone, laptop, tina):
+        await c.online(roster=False)
+    info = await phone.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to=suite.domain)
+    features = [f.get("var") for f in info.xml.iter(q("feature", NS_DISCO_INFO))]
+    check(NS_CARBONS in features, "server disco#info lacks %s: %s" % (NS_CARBONS, info))
+    for c in (phone, laptop):
+        c.carbons = Box("carbons")
+        c.add_event_handler("carbon_sent", c.carbons.put)
+        c.add_event_handler("carbon_received", c.carbons.put)
+        await c["xep_0280"].enable(timeout=TIMEOUT)
+
+    def sent(body):
+        return lambda m: m.xml.find(q("sent", NS_CARBONS)) is not None and m["carbon_sent"]["body"] == body
+
+    def received(body):
+        return lambda m: m.xml.find(q("received", NS_CARBONS)) is not None and m["carbon_received"]["body"] == body
+
+    # Sent carbon: what the phone sends shows up on the laptop.
+    m = phone.message(tina.bare, "sent from the phone")
+    await tina.msgs.expect(message_from(phone.full, "sent from the phone"), "the phone's message to tina")
+    c = await laptop.carbons.expect(sent("sent from the phone"),
+                                    "sent carbon of the phone's message on the laptop (XEP-0280 5)")
+    fwd = c["carbon_sent"]
+    check(str(fwd["from"]) == phone.full and str(fwd["to"]) == tina.bare and fwd["id"] == m["id"],
+          "the forwarded message lost its addresses or id: %s" % c)
+    check(str(c["from"]) == laptop.bare, "carbon not from the account's bare JID: %s" % c)
+    await phone.carbons.expect_none(sent("sent from the phone"), "a carbon of its own message to the sender")
+
+    # Received carbon: tina writes to the phone; the laptop gets a copy.
+    tina.message(phone.full, "to the phone")
+    await phone.msgs.expect(message_from(tina.full, "to the phone"), "tina's message to the phone")
+    c = await laptop.carbons.expect(received("to the phone"),
+                                    "received carbon of tina's message on the laptop (XEP-0280 6)")
+    check(str(c["carbon_received"]["from"]) == tina.full, "forwarded 'from' is not tina: %s" % c)
+
+    # <private/> (XEP-0280 7) keeps a message off the other resources.
+    phone.send_xml("<message to='%s' type='chat' id='priv-1'><body>private one</body>"
+                   "<private xmlns='%s'/><no-copy xmlns='urn:xmpp:hints'/></message>" % (tina.bare, NS_CARBONS))
+    await tina.msgs.expect(body_is("private one"), "the private message itself")
+    await laptop.carbons.expect_none(sent("private one"), "a carbon of a <private/> message")
+
+    # Disabled: no more copies.
+    await laptop["xep_0280"].disable(timeout=TIMEOUT)
+    phone.message(tina.bare, "after disable")
+    await tina.msgs.expect(body_is("after disable"), "the message after the laptop disabled carbons")
+    await laptop.carbons.expect_none(sent("after disable"), "a carbon after <disable/>")
+    for c in (phone, laptop, tina):
+        await c.close()
+
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_ERRORS = NS_PUBSUB + "#errors"
+NS_OMEMO2 = "urn:xmpp:omemo:2"
+
+
+def publish_options(**fields):
+    """A XEP-0223 publish-options form, built with slixmpp's xep_0004."""
+    from slixmpp.plugins.xep_0004 import Form
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=NS_PUBSUB + "#publish-options")
+    for var, value in fields.items():
+        form.add_field(var="pubsub#" + var, value=value)
+    return form
+
+
+@scenario("PEP publish with publish-options access_model=open read by a non-contact (XEP-0163, XEP-0223)")
+async def s_pep_open(suite):
+    plugins = ("xep_0004", "xep_0060", "xep_0163")
+    o = await Client(suite, "olga", "pep", plugins=plugins).online(roster=False)
+    j = await Client(suite, "judy", "pep", plugins=plugins).online(roster=False)
+    # Clients look for publish-options on the server and on the account.
+    info = await o.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to=suite.domain)
+    feats = {f.get("var") for f in info.xml.iter(q("feature", NS_DISCO_INFO))}
+    check(NS_PUBSUB + "#publish-options" in feats, "server disco#info lacks pubsub#publish-options: %s" % info)
+    info = await o.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to=o.bare)
+    ids = [(i.get("category"), i.get("type")) for i in info.xml.iter(q("identity", NS_DISCO_INFO))]
+    feats = {f.get("var") for f in info.xml.iter(q("feature", NS_DISCO_INFO))}
+    check(("pubsub", "pep") in ids and NS_PUBSUB + "#publish-options" in feats,
+          "account disco#info lacks the PEP identity or publish-options: %s" % info)
+
+    node = NS_OMEMO2 + ":devices"
+    # Before anything is published: item-not-found carrying code 404.
+    err = await j.iq_error("get", "<pubsub xmlns='%s'><items node='%s'/></pubsub>" % (NS_PUBSUB, node), to=o.bare)
+    check(error_condition(err) == "item-not-found", "missing node: want item-not-found, got %s" % err)
+    check(err.xml.find(q("error", NS_CLIENT)).get("code") == "404", "item-not-found without code='404': %s" % err)
+
+    devices = ET.fromstring("<devices xmlns='%s'><device id='4223'/></devices>" % NS_OMEMO2)
+    try:
+        await o["xep_0060"].publish(o.bare, node, id="current", payload=devices,
+                                    options=publish_options(access_model="open", max_items="max"),
+                                    timeout=TIMEOUT)
+    except IqError as e:
+        raise Failure("publish with publish-options was refused: %s" % e.iq) from None
+    # judy is not olga's contact and reads the device list.
+    res = await j["xep_0060"].get_items(o.bare, node, timeout=TIMEOUT)
+    got = [i for i in res.xml.iter(q("device", NS_OMEMO2))]
+    check([d.get("id") for d in got] == ["4223"], "device list read by a non-contact: %s" % res)
+
+    # Conflicting options are refused with precondition-not-met.
+    err = None
+    try:
+        await o["xep_0060"].publish(o.bare, node, id="current", payload=devices,
+                                    options=publish_options(access_model="presence"), timeout=TIMEOUT)
+    except IqError as e:
+        err = e.iq
+    check(err is not None and has_app_condition(err, "precondition-not-met", NS_PUBSUB_ERRORS),
+          "a publish with a different access model must fail with precondition-not-met, got %s" % err)
+
+    # A node with the default (presence) access model stays closed to judy.
+    nick = ET.fromstring("<nick xmlns='http://jabber.org/protocol/nick'>Olga</nick>")
+    await o["xep_0060"].publish(o.bare, "http://jabber.org/protocol/nick", payload=nick, timeout=TIMEOUT)
+    err = await j.iq_error("get", "<pubsub xmlns='%s'><items node='http://jabber.org/protocol/nick'/></pubsub>"
+                           % NS_PUBSUB, to=o.bare)
+    check(error_condition(err) in ("not-authorized", "forbidden"),
+          "a presence-model node read by a non-contact: want not-authorized, got %s" % err)
+    for c in (o, j):
+        await c.close()
+
+
+# --- E2EE scenarios (run against a server with the default policy) -----------
+
+E2EE_SCENARIOS = []
+
+
+def e2ee_scenario(name):
+    def register(fn):
+        E2EE_SCENARIOS.append((name, fn))
+        return fn
+    return register
+
+
+@e2ee_scenario("E2EE required by default: plaintext bounces, OMEMO and chat states pass (DESIGN.md 5)")
+async def s_e2ee_required(suite):
+    a = await Client(suite, "alice", "e2ee").online(roster=False)
+    b = await Client(suite, "bob", "e2ee").online(roster=False)
+    # The policy is advertised in the server's disco#info (XEP-0128 form).
+    info = await a.iq("get", "<query xmlns='%s'/>" % NS_DISCO_INFO, to=suite.domain)
+    policy = None
+    for x in info.xml.iter(q("x", NS_DATA)):
+        fields = {f.get("var"): [v.text for v in f.findall(q("value", NS_DATA))] for f in x.findall(q("field", NS_DATA))}
+        if fields.get("FORM_TYPE") == [HEARTH_E2EE_FORM]:
+            policy = fields.get("policy")
+    check(policy == ["required"], "disco#info policy form: want required, got %s in %s" % (policy, info))
+
+    # Plaintext: bounced to the sender with policy-violation and a text.
+    sent = a.message(b.bare, "plaintext secret")
+    err = await a.msgs.expect(lambda m: m["type"] == "error" and m["id"] == sent["id"],
+                              "the bounce of a plaintext message")
+    check(error_condition(err) == "policy-violation", "want policy-violation, got %s" % err)
+    text = err["error"]["text"]
+    check("OMEMO" in text and "not delivered" in text, "the error text does not explain: %r" % text)
+    await b.msgs.expect_none(body_is("plaintext secret"), "the plaintext message at bob")
+
+    # OMEMO-shaped: an <encrypted/> payload with the customary fallback body.
+    fallback = "I sent you an OMEMO encrypted message but your client doesn't seem to support that."
+    a.send_xml("<message to='%s' type='chat' id='omemo-1'><encrypted xmlns='%s'><header sid='1'>"
+               "<key rid='2'>a2V5</key><iv>aXY=</iv></header><payload>cGF5</payload></encrypted>"
+               "<body>%s</body><store xmlns='urn:xmpp:hints'/></message>" % (b.bare, NS_OMEMO_LEGACY, fallback))
+    got = await b.msgs.expect(lambda m: m["id"] == "omemo-1", "the OMEMO message at bob")
+    check(got.xml.find(q("encrypted", NS_OMEMO_LEGACY)) is not None, "delivered without its payload: %s" % got)
+    # Bodiless stanzas (chat states) pass.
+    a.send_xml("<message to='%s' type='chat' id='cs-1'><active xmlns='%s'/></message>" % (b.bare, NS_CHATSTATES))
+    await b.msgs.expect(lambda m: m["id"] == "cs-1", "a chat state at bob")
+    await a.msgs.expect_none(lambda m: m["type"] == "error", "an error for an encrypted or bodiless message")
+    for c in (a, b):
+        await c.close()
+
+
 # --- runner ------------------------------------------------------------------
 
 class Suite:
@@ -997,7 +1176,7 @@ class Suite:
 async def run(args):
     suite = Suite(args)
     failed = []
-    for name, fn in SCENARIOS:
+    for name, fn in (E2EE_SCENARIOS if args.suite == "e2ee" else SCENARIOS):
         if args.only and not any(o.lower() in name.lower() for o in args.only):
             continue
         suite.clients, suite.notes = [], []
@@ -1071,6 +1250,8 @@ def main():
     p.add_argument("--accounts", required=True)
     p.add_argument("--only", action="append", help="run scenarios whose name contains this")
     p.add_argument("--scenario-timeout", type=int, default=60)
+    p.add_argument("--suite", choices=("main", "e2ee"), default="main",
+                   help="main: the scenarios for a server with --e2ee off; e2ee: those for the default policy")
     p.add_argument("--debug", action="store_true", help="log every stanza")
     p.add_argument("--watch-shutdown", action="store_true",
                    help="instead of the scenarios: log in, print READY and check how the stream ends "
