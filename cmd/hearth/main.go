@@ -32,6 +32,10 @@ func dispatch(env cli.Env, args []string) int {
 		return cli.Admin(env, rest)
 	case "prune":
 		return cli.Prune(env, rest)
+	case "setup":
+		return cli.Setup(env, rest)
+	case "plan":
+		return cli.Plan(env, rest)
 	case "version", "--version":
 		return cli.Version(env, rest)
 	case "help", "-h", "-help", "--help":

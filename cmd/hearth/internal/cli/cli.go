@@ -62,6 +62,8 @@ Commands:
   run       run the server from a configuration file (what systemd starts)
   admin     manage accounts of a running or stopped instance
   prune     remove messages past their retention from archives and offline queues
+  setup     provision this host (root): wizard or --answers FILE, plan, apply
+  plan      print what setup would change on this host, changing nothing
   version   print the version
   help      print this help
 

@@ -31,3 +31,22 @@ tls:
 		t.Fatalf("hearth wrote to the bare data directory: %v", ents)
 	}
 }
+
+// setup and plan document --answers; without root they say how to run
+// them and change nothing. (As root the test never runs them: they would
+// provision this machine.)
+func TestSetupAndPlanHelpAndRoot(t *testing.T) {
+	for name, fn := range map[string]func(Env, []string) int{"setup": Setup, "plan": Plan} {
+		code, out, _ := run(t, "", fn, "--help")
+		if code != 0 || !strings.Contains(out, "Usage:\n  hearth "+name) || !strings.Contains(out, "--answers") {
+			t.Errorf("%s --help: %d\n%s", name, code, out)
+		}
+		if os.Geteuid() == 0 {
+			continue
+		}
+		code, _, errOut := run(t, "", fn)
+		if code != 1 || !strings.Contains(errOut, "sudo hearth "+name) {
+			t.Errorf("%s as a user: %d %q", name, code, errOut)
+		}
+	}
+}
