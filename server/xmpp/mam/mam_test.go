@@ -103,7 +103,8 @@ func queryErr(t *testing.T, c *servertest.Client, inner string) ([]result, fin, 
 	}
 	var out []result
 	for {
-		m := c.ExpectWithin(50*time.Millisecond, func(e *elem.Element) bool {
+		// Results precede the IQ result on the stream: they are buffered.
+		m := c.ExpectWithin(0, func(e *elem.Element) bool {
 			r := e.Child(mam.NS, "result")
 			return e.Name.Local == "message" && r != nil && r.Get("queryid") == qid
 		})
