@@ -54,16 +54,17 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // Config is the whole configuration of one hearth instance.
 type Config struct {
-	Domain    string    `yaml:"domain"`
-	DataDir   string    `yaml:"data_dir"`
-	Listen    Listen    `yaml:"listen"`
-	TLS       TLS       `yaml:"tls"`
-	Auth      Auth      `yaml:"auth"`
-	Limits    Limits    `yaml:"limits"`
-	Admin     Admin     `yaml:"admin"`
-	E2EE      E2EE      `yaml:"e2ee"`
-	Retention Retention `yaml:"retention"`
-	ACME      ACME      `yaml:"acme"`
+	Domain           string           `yaml:"domain"`
+	DataDir          string           `yaml:"data_dir"`
+	Listen           Listen           `yaml:"listen"`
+	TLS              TLS              `yaml:"tls"`
+	Auth             Auth             `yaml:"auth"`
+	Limits           Limits           `yaml:"limits"`
+	Admin            Admin            `yaml:"admin"`
+	E2EE             E2EE             `yaml:"e2ee"`
+	Retention        Retention        `yaml:"retention"`
+	ACME             ACME             `yaml:"acme"`
+	StreamManagement StreamManagement `yaml:"stream_management"`
 	// DataVolume "required" means data_dir must be a mounted volume: hearth
 	// refuses to start on the root disk when the volume is missing.
 	DataVolume string `yaml:"data_volume"`
@@ -133,6 +134,14 @@ type E2EE struct {
 	Policy string `yaml:"policy"`
 }
 
+// StreamManagement configures XEP-0198 acks and resumption.
+type StreamManagement struct {
+	// ResumeWindow is how long a session whose connection was lost waits
+	// to be resumed before its unacknowledged messages go to offline
+	// storage; 0 turns resumption off.
+	ResumeWindow Duration `yaml:"resume_window"`
+}
+
 // Retention is how long personal archives and offline queues keep
 // messages; the daemon prunes once a day, "hearth prune" on demand.
 type Retention struct {
@@ -177,10 +186,11 @@ func Default(domain string) *Config {
 			MaxOfflineMessages:      1000,
 			MaxSessionsPerAccount:   20,
 		},
-		E2EE:      E2EE{Policy: "required"},
-		Retention: Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
-		ACME:      ACME{Directory: "https://acme-v02.api.letsencrypt.org/directory", Names: []string{}},
-		LogLevel:  "info",
+		E2EE:             E2EE{Policy: "required"},
+		Retention:        Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
+		StreamManagement: StreamManagement{ResumeWindow: Duration(5 * time.Minute)},
+		ACME:             ACME{Directory: "https://acme-v02.api.letsencrypt.org/directory", Names: []string{}},
+		LogLevel:         "info",
 	}
 }
 
@@ -275,6 +285,9 @@ func (c *Config) Validate() error {
 		if d < 0 || (d > 0 && d.D() < time.Hour) {
 			bad("retention.%s: %s must be 0 (keep forever) or at least 1h", name, d.D())
 		}
+	}
+	if w := c.StreamManagement.ResumeWindow; w < 0 || w.D() > 24*time.Hour {
+		bad("stream_management.resume_window: %s must be between 0 (no resumption) and 24h", w.D())
 	}
 	if c.ACME.Enabled {
 		if c.TLS.SelfSigned || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
