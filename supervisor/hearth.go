@@ -50,6 +50,9 @@ func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
 		Supervisor:  Supervisor{Log: log},
 		StatusEvery: 30 * time.Second,
 	}
+	if err := ensureCertFiles(cfg); err != nil {
+		return nil, err
+	}
 	s, err := i.openServer()
 	if err != nil {
 		return nil, err
@@ -188,12 +191,15 @@ func (i *Instance) Run(ctx context.Context) error {
 				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
 			}.run},
 			Service{Name: "retention", Run: retention.Daily(&i.cur, i.cfg.Retention, i.log)},
+			Service{Name: "watchdog", Run: watchdog{notify: i.notify, probe: i.probe, log: i.log}.run},
+			Service{Name: "certificates", Run: i.runCerts},
 		)
 	}()
 	i.notify.Ready()
 	i.notify.Status("sessions 0")
 	tick := time.NewTicker(i.StatusEvery)
 	defer tick.Stop()
+	status := &statusReporter{dataDir: i.cfg.DataDir, started: time.Now(), log: i.log}
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,9 +217,9 @@ func (i *Instance) Run(ctx context.Context) error {
 			i.notify.Ready()
 		case <-tick.C:
 			if s := i.cur.Load(); s != nil {
-				i.notify.Status("sessions %d", s.XMPP.Router().SessionCount())
+				i.notify.Status("%s", status.line(ctx, s.XMPP.Router().SessionCount(), false))
 			} else {
-				i.notify.Status("chat service restarting")
+				i.notify.Status("%s", status.line(ctx, 0, true))
 			}
 		}
 	}

@@ -1,0 +1,5 @@
+package health
+
+import "os"
+
+func processID() int { return os.Getpid() }
