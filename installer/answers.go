@@ -226,8 +226,12 @@ func (h *Host) SavedAnswers() (*Answers, error) {
 }
 
 // SaveAnswers writes the answers to the host, readable by root only.
+// The permission to format is not kept: it was given for the device as it
+// was then, and a later empty device there must be confirmed again.
 func (h *Host) SaveAnswers(a *Answers) error {
-	b, err := yaml.Marshal(a)
+	keep := *a
+	keep.FormatDevice = ""
+	b, err := yaml.Marshal(&keep)
 	if err != nil {
 		return fmt.Errorf("answers: %w", err)
 	}

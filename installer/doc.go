@@ -1,21 +1,22 @@
-// Package installer will provision an Ubuntu LTS host for hearth: it is
-// what `sudo hearth setup`, `hearth plan` and `hearth doctor` run, as root.
+// Package installer provisions a host for hearth: it is what `sudo hearth
+// setup` and `hearth plan` run, as root (DESIGN.md, decision 10).
 //
-// What will live here (DESIGN.md, decision 10):
-//   - a wizard that asks the few questions setup needs (domain, data mount,
-//     federation allowed or not, Keycloak), with --answers FILE for
-//     unattended runs; the prompt library stays behind a small interface so
-//     non-interactive runs never touch a terminal;
-//   - a plan/apply engine: every host change is a Step with Plan (what would
-//     change, as a diff against what is on disk) and Apply; setup shows the
-//     whole plan and asks before applying, and re-running changes nothing
-//     that is already right;
-//   - one file per step: system user and groups (hearth, hearth-admin),
-//     the data mount, the configuration rendered from package templates,
-//     the systemd unit, nginx vhosts, the ufw profile, SSH AllowGroups;
-//   - detection of hand edits, which are shown and never overwritten
-//     silently.
+// Every host change is a Step. A step's Plan looks at the host and returns
+// the Actions that would bring it to the wanted state (none when it is
+// right); Apply runs the actions of a fresh plan, step by step, and stops
+// at the first failure. Steps reach the machine only through a Host: a
+// root directory for files and a Runner for commands, so tests run them
+// against a temporary root and a scripted runner (package installertest),
+// and the appliance test runs them for real in a booted container.
 //
-// installer never imports server: it writes configuration, it does not run
-// chat.
+// Managed files are rendered, compared with the disk, written atomically
+// (temporary file, check, rename, verify with rollback) and their hash
+// recorded in StatePath; a file changed by hand since is not overwritten
+// without --force.
+//
+// The wizard (Ask) talks to a Prompter; survey stays behind it, and
+// --answers FILE replaces the wizard for unattended runs.
+//
+// installer never imports the chat server: it writes configuration (with
+// server/config's loader as the check), it does not run chat.
 package installer

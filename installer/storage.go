@@ -267,16 +267,29 @@ func (s Storage) moveAction(uuidNow func(context.Context, *Host) (string, error)
 	}
 }
 
-// mountedUUID is the UUID of the filesystem mounted at dir, or "".
+// mountedUUID is the UUID of the filesystem mounted at dir, or "". The
+// source device is probed with blkid: findmnt's own UUID column comes from
+// udev, which containers lack.
 func mountedUUID(ctx context.Context, h *Host, dir string) (string, error) {
-	out, err := h.Cmd(ctx, "findmnt", "-rn", "-o", "UUID", "--mountpoint", h.Path(dir))
+	out, err := h.Cmd(ctx, "findmnt", "-rn", "-o", "SOURCE", "--mountpoint", h.Path(dir))
 	if err != nil {
 		if exitCode(err) == 1 { // not a mount point
 			return "", nil
 		}
 		return "", fmt.Errorf("is %s mounted: %w", dir, err)
 	}
-	return strings.TrimSpace(string(out)), nil
+	src := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(src, "/dev/") {
+		return "", fmt.Errorf("%s is mounted from %q, not from a block device; unmount it first", dir, src)
+	}
+	p, err := ProbeDevice(ctx, h, src)
+	if err != nil {
+		return "", err
+	}
+	if p.UUID == "" {
+		return "", fmt.Errorf("%s is mounted from %s, which has no filesystem UUID", dir, src)
+	}
+	return p.UUID, nil
 }
 
 func dirHasEntries(h *Host, dir string) (bool, error) {

@@ -64,7 +64,7 @@ func TestStorageNewVolumeMovesData(t *testing.T) {
 		}
 		return installertest.Reply{Out: "DEVNAME=/dev/vdb\nUUID=0f1e-uuid\nTYPE=ext4\nUSAGE=filesystem\n"}
 	})
-	r.OnErr("findmnt -rn -o UUID --mountpoint "+h.Path("/var/lib/hearth"), installertest.ExitError{Code: 1})
+	r.OnErr("findmnt -rn -o SOURCE --mountpoint "+h.Path("/var/lib/hearth"), installertest.ExitError{Code: 1})
 	r.On("systemctl show -p LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,StatusText var-lib-hearth.mount", unitShowNotFound)
 	step := installer.Storage{Device: "/dev/vdb", Format: true}
 	acts, err := step.Plan(ctx, h)
@@ -124,7 +124,7 @@ func TestStorageNewVolumeMovesData(t *testing.T) {
 func TestStorageFailedCopyKeepsData(t *testing.T) {
 	h, r := storageHost(t, map[string]string{"/var/lib/hearth/hearth.db": "db"})
 	r.On("blkid -p -o export /dev/vdb", "UUID=u1\nTYPE=ext4\n")
-	r.OnErr("findmnt -rn -o UUID --mountpoint "+h.Path("/var/lib/hearth"), installertest.ExitError{Code: 1})
+	r.OnErr("findmnt -rn -o SOURCE --mountpoint "+h.Path("/var/lib/hearth"), installertest.ExitError{Code: 1})
 	r.On("systemctl show -p LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,StatusText var-lib-hearth.mount", unitShowNotFound)
 	staging := h.Path("/var/lib/hearth-installer/new-volume")
 	for _, c := range []string{"systemctl daemon-reload", "systemctl enable var-lib-hearth.mount", "systemctl stop hearth.service",
@@ -151,7 +151,7 @@ func TestStorageCorrectHostPlansNothing(t *testing.T) {
 	installertest.WriteFile(t, h.Root, "/etc/systemd/system/var-lib-hearth.mount", string(unit))
 	h.UpdateState(func(s *installer.State) { s.Files["/etc/systemd/system/var-lib-hearth.mount"] = installer.Hash(unit) })
 	r.On("blkid -p -o export /dev/vdb", "UUID=u1\nTYPE=ext4\n")
-	r.On("findmnt -rn -o UUID --mountpoint "+h.Path("/var/lib/hearth"), "u1\n")
+	r.On("findmnt -rn -o SOURCE --mountpoint "+h.Path("/var/lib/hearth"), "/dev/vdb\n")
 	r.On("systemctl show -p LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,StatusText var-lib-hearth.mount",
 		"LoadState=loaded\nActiveState=active\nSubState=mounted\nUnitFileState=enabled\nNeedDaemonReload=no\n")
 	acts, err := installer.Storage{Device: "/dev/vdb"}.Plan(context.Background(), h)
@@ -159,7 +159,8 @@ func TestStorageCorrectHostPlansNothing(t *testing.T) {
 		t.Fatalf("%v %q", err, summaries(acts))
 	}
 	// Another filesystem already at /var/lib/hearth is not silently replaced.
-	r.On("findmnt -rn -o UUID --mountpoint "+h.Path("/var/lib/hearth"), "other\n")
+	r.On("findmnt -rn -o SOURCE --mountpoint "+h.Path("/var/lib/hearth"), "/dev/vdc\n")
+	r.On("blkid -p -o export /dev/vdc", "UUID=other\nTYPE=ext4\n")
 	if _, err := (installer.Storage{Device: "/dev/vdb"}).Plan(context.Background(), h); err == nil || !strings.Contains(err.Error(), "another filesystem") {
 		t.Fatalf("%v", err)
 	}

@@ -1,0 +1,134 @@
+package installer
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/merveilles/hearth/templates/nginx"
+)
+
+// Certs is the certificates step. The daemon, as user hearth, runs the ACME
+// client and writes CertFile and KeyFile; this step prepares what it needs
+// and what it must not do itself: the directory it owns, a first
+// self-signed certificate so nginx and hearth can start before DNS points
+// here, and the root-owned path unit that reloads nginx on renewal.
+type Certs struct {
+	CertFile, KeyFile string
+	Names             []string
+	// Owner is the daemon's "user:group" (hearth:hearth).
+	Owner string
+	// UnitDir is where systemd units go (/etc/systemd/system).
+	UnitDir string
+}
+
+// Name implements Step.
+func (Certs) Name() string { return "certificates" }
+
+const certsPathUnit = "hearth-certs.path"
+
+// Plan implements Step.
+func (s Certs) Plan(ctx context.Context, h *Host) ([]Action, error) {
+	if s.UnitDir == "" {
+		s.UnitDir = "/etc/systemd/system"
+	}
+	if len(s.Names) == 0 {
+		return nil, errors.New("certificates: no names")
+	}
+	var acts []Action
+	if !h.Exists(s.CertFile) {
+		acts = append(acts, Action{
+			Summary: fmt.Sprintf("create a self-signed certificate for %s in %s (hearth replaces it from the CA once DNS points here)", strings.Join(s.Names, ", "), filepath.Dir(s.CertFile)),
+			Do: func(ctx context.Context, h *Host) error {
+				if err := writeSelfSigned(h.Path(s.CertFile), h.Path(s.KeyFile), s.Names); err != nil {
+					return err
+				}
+				if s.Owner != "" {
+					for _, p := range []string{filepath.Dir(s.CertFile), s.CertFile, s.KeyFile} {
+						if _, err := h.Cmd(ctx, "chown", s.Owner, h.Path(p)); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			},
+		})
+	}
+	units, err := nginx.Units(s.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	wrote := false
+	for _, u := range units {
+		fa, err := h.FileActions(File{Path: filepath.Join(s.UnitDir, u.Name), Content: u.Content, Mode: 0o644})
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range fa {
+			if strings.HasPrefix(a.Summary, "create ") || strings.HasPrefix(a.Summary, "update ") {
+				wrote = true
+			}
+		}
+		acts = append(acts, fa...)
+	}
+	st, err := h.showUnit(ctx, certsPathUnit)
+	if err != nil {
+		return nil, err
+	}
+	if wrote || st["NeedDaemonReload"] == "yes" || st["LoadState"] == "not-found" {
+		acts = append(acts, RunAction("systemctl", "daemon-reload"))
+	}
+	if wrote || st["UnitFileState"] != "enabled" || st["ActiveState"] != "active" {
+		acts = append(acts, RunAction("systemctl", "enable", "--now", certsPathUnit))
+	}
+	return acts, nil
+}
+
+// writeSelfSigned makes the first certificate. (installer does not import
+// server, so this is not server/certs' copy.)
+func writeSelfSigned(certFile, keyFile string, names []string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"hearth self-signed"}},
+		DNSNames:              names,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(1, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("self-signed certificate: %w", err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o750); err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
