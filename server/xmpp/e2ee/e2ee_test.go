@@ -170,3 +170,21 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+// A refused message reaches nobody: not the user's other resources as a
+// carbon either.
+func TestBouncedMessageIsNotCarbonCopied(t *testing.T) {
+	s, a, b := start(t, "required")
+	a2 := s.Dial(t, "alice", "pa", "tablet")
+	online(a2)
+	if res := a2.IQ("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>"); res.Get("type") != "result" {
+		t.Fatalf("enable carbons: %s", res)
+	}
+	a.SendRaw("<message id='p1' to='bob@localhost' type='chat'><body>no copies</body></message>")
+	a.Expect(servertest.IsKind("message", "error"))
+	a2.ExpectNone(300*time.Millisecond, func(e *elem.Element) bool { return strings.Contains(e.String(), "no copies") })
+	b.ExpectNone(0, body("no copies"))
+	// An encrypted one is copied.
+	a.SendRaw("<message id='o1' to='bob@localhost' type='chat'>" + omemo + "<body>copied</body></message>")
+	a2.Expect(func(e *elem.Element) bool { return e.Child("urn:xmpp:carbons:2", "sent") != nil })
+}
