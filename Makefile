@@ -51,3 +51,11 @@ bench-peers:
 # messages, built once in a temporary directory (a few minutes, about 0.5 GB).
 bench-mam:
 	$(GO) test -run '^$$' -bench 'Query1M' -benchtime 300x -timeout 30m ./server/xmpp/mam
+
+.PHONY: test-appliance
+
+# The .deb in a booted Debian container (systemd-nspawn): install, start,
+# a client login, upgrades, purge. Needs root, mmdebstrap, systemd-container
+# and lintian; caches the root filesystem in /var/cache/hearth-appliance.
+test-appliance:
+	$(GO) test -tags appliance -count=1 -v -timeout 15m ./appliance/...
