@@ -36,6 +36,8 @@ func dispatch(env cli.Env, args []string) int {
 		return cli.Setup(env, rest)
 	case "plan":
 		return cli.Plan(env, rest)
+	case "doctor":
+		return cli.Doctor(env, rest)
 	case "version", "--version":
 		return cli.Version(env, rest)
 	case "help", "-h", "-help", "--help":

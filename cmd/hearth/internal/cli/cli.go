@@ -64,6 +64,7 @@ Commands:
   prune     remove messages past their retention from archives and offline queues
   setup     provision this host (root): wizard or --answers FILE, plan, apply
   plan      print what setup would change on this host, changing nothing
+  doctor    check DNS, certificates, ports, firewall, nginx, disk, clock, updates
   version   print the version
   help      print this help
 

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package doctor
+
+func kernelClockSynced() (bool, error) { return false, errNoClock }
