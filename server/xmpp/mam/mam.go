@@ -55,6 +55,11 @@ const (
 // so the stanza-id is on the message the recipient gets.
 const hookPriority = 500
 
+// outgoingPriority archives a sent message after blocking (1000) and the
+// E2EE policy (900) have had their say, and before carbons (-100) copy it,
+// so the copies carry the sender's stanza-id.
+const outgoingPriority = 0
+
 // Module is the message archive.
 type Module struct {
 	h       *xmpp.Host
@@ -97,6 +102,7 @@ func (m *Module) Register(h *xmpp.Host) error {
 	}
 	h.HandleIQ(xmpp.ToSelf, "get", NS, m.get)
 	h.HandleIQ(xmpp.ToSelf, "set", NS, m.set)
+	h.Hook("stanza/outgoing", outgoingPriority, m.outgoing)
 	h.Hook("message/bare", hookPriority, m.onMessage)
 	h.Hook("message/full", hookPriority, m.onMessage)
 	h.Hook("message/self", hookPriority, m.onMessage)
@@ -196,10 +202,58 @@ func (m *Module) stripForged(el *elem.Element) {
 	}
 }
 
+// exists reports whether a local account exists, without a store read for
+// one that is online.
+func (m *Module) exists(ctx context.Context, user string) bool {
+	return len(m.h.Sessions(user)) > 0 || m.h.AccountExists(ctx, user)
+}
+
+// outgoing archives a message a local client sends to another local
+// account in the sender's own archive, and marks it with the sender's
+// stanza-id before carbons copy it to the sender's other resources (their
+// hook runs later). It first drops any stanza-id the client made up.
+func (m *Module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
+	st := ev.Stanza
+	if st.Origin == nil || st.Kind() != "message" || xmpp.IsError(st.El) {
+		return false
+	}
+	m.stripForged(st.El)
+	if !archivable(st.El) {
+		return false
+	}
+	sender, to := st.Origin.Localpart(), st.To
+	// Messages to oneself are archived once, on arrival; other domains are
+	// unreachable until federation exists.
+	if to.Domainpart() != m.h.Domain() || to.Localpart() == "" || to.Localpart() == sender {
+		return false
+	}
+	if !m.exists(ctx, to.Localpart()) || !m.wants(ctx, sender, to.Bare().String()) {
+		return false
+	}
+	id := m.nextID()
+	m.write(ctx, st, sender, store.ArchiveRecord{ID: id, With: to.String(), Stanza: []byte(st.El.String())})
+	st.El.Add(elem.New(NSSID, "stanza-id", "by", sender+"@"+m.h.Domain(), "id", FormatID(id)))
+	return false
+}
+
+// onMessage archives a message for the local account it is addressed to
+// and marks it with that account's stanza-id before delivery.
 func (m *Module) onMessage(ctx context.Context, ev *xmpp.Event) bool {
 	st := ev.Stanza
-	if st.Kind() != "message" || xmpp.IsError(st.El) {
+	if st.Kind() != "message" || xmpp.IsError(st.El) || st.From.Domainpart() == "" {
 		return false
+	}
+	// The sender's stanza-id, set by outgoing: the recipient's record
+	// shares its ID. It is stripped with the rest, as the recipient must
+	// see only its own.
+	var id uint64
+	if st.Origin != nil {
+		by := st.Origin.Bare()
+		for _, c := range st.El.Elements() {
+			if c.Name.Space == NSSID && c.Name.Local == "stanza-id" && c.Get("by") == by {
+				id, _ = ParseID(c.Get("id"))
+			}
+		}
 	}
 	m.stripForged(st.El)
 	if !archivable(st.El) {
@@ -209,26 +263,18 @@ func (m *Module) onMessage(ctx context.Context, ev *xmpp.Event) bool {
 	if owner == "" && st.Origin != nil {
 		owner = st.Origin.Localpart()
 	}
-	if owner == "" || (len(m.h.Sessions(owner)) == 0 && !m.h.AccountExists(ctx, owner)) {
+	if owner == "" || !m.exists(ctx, owner) {
 		// The message module bounces it: nothing to archive.
 		return false
 	}
-	from := st.From
-	senderLocal := m.h.IsLocalUser(from) && from.Localpart() != owner
-	toOwner := m.wants(ctx, owner, from.Bare().String())
-	toSender := senderLocal && m.wants(ctx, from.Localpart(), st.To.Bare().String())
-	if !toOwner && !toSender {
+	if !m.wants(ctx, owner, st.From.Bare().String()) {
 		return false
 	}
-	id := m.nextID()
-	raw := []byte(st.El.String())
-	if toOwner {
-		m.write(ctx, st, owner, store.ArchiveRecord{ID: id, With: from.String(), Stanza: raw})
-		st.El.Add(elem.New(NSSID, "stanza-id", "by", owner+"@"+m.h.Domain(), "id", FormatID(id)))
+	if id == 0 {
+		id = m.nextID()
 	}
-	if toSender {
-		m.write(ctx, st, from.Localpart(), store.ArchiveRecord{ID: id, With: st.To.String(), Stanza: raw})
-	}
+	m.write(ctx, st, owner, store.ArchiveRecord{ID: id, With: st.From.String(), Stanza: []byte(st.El.String())})
+	st.El.Add(elem.New(NSSID, "stanza-id", "by", owner+"@"+m.h.Domain(), "id", FormatID(id)))
 	return false
 }
 
