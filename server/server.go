@@ -30,6 +30,7 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/presence"
 	"github.com/merveilles/hearth/server/xmpp/private"
 	"github.com/merveilles/hearth/server/xmpp/roster"
+	"github.com/merveilles/hearth/server/xmpp/sm"
 	"github.com/merveilles/hearth/server/xmpp/timemod"
 	"github.com/merveilles/hearth/server/xmpp/vcard"
 	"github.com/merveilles/hearth/server/xmpp/version"
@@ -55,6 +56,7 @@ func modules() []xmpp.Module {
 		e2ee.New(),      // end-to-end encryption policy for 1:1 messages (DESIGN.md 5)
 		carbons.New(),   // XEP-0280 message carbons
 		csi.New(),       // XEP-0352 client state indication
+		sm.New(),        // XEP-0198 stream management: acks after durability, resumption
 	}
 }
 

@@ -160,6 +160,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	var unbound []net.Conn
 	s.mu.Unlock()
+	// Modules holding sessions without a connection (stream management
+	// waiting for resumption) end them while the store is still open.
+	s.router.Fire(ctx, "server/shutdown", &Event{})
 	for _, sess := range s.router.AllSessions() {
 		sess.Close(&StreamError{Condition: "system-shutdown", Text: "the server is shutting down"})
 	}
@@ -710,6 +713,22 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 		e, err := c.readElement(ctx)
 		if err != nil {
 			return nil, readError(err)
+		}
+		if r := c.srv.router.resumer(e.Name.Space); r != nil {
+			// Stream resumption (XEP-0198) instead of binding: the new
+			// connection takes over an earlier session of this account.
+			prev, reply := r.Resume(ctx, c.user, e)
+			if prev == nil {
+				if err := c.writeEl(reply); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			sess := newSession(prev.JID(), c.netConn, &c.srv.cfg.Limits)
+			sess.filters = c.srv.router.outboundFilters()
+			sess.raw = c.raw
+			sess.resumes, sess.resumeNS = prev, e.Name.Space
+			return sess, nil
 		}
 		if e.Name.Space != elem.NSClient || e.Name.Local != "iq" {
 			return nil, &StreamError{Condition: "not-authorized", Text: "bind a resource first"}

@@ -16,9 +16,14 @@ func (s *Server) startSession(ctx context.Context, c *conn, sess *Session) {
 	// The auth deadline ends here; from now on the session's writer sets
 	// write deadlines, and nothing is being written yet (output is held).
 	_ = c.netConn.SetDeadline(time.Time{})
+	if prev := sess.resumes; prev != nil {
+		s.resumeSession(ctx, prev, sess)
+		return
+	}
 	if old := s.router.bind(sess); old != nil {
 		// RFC 6120 7.7.2.2: the newer session wins; the old one is told why.
 		old.Close(&StreamError{Condition: "conflict", Text: "replaced by a new connection with the same resource"})
+		s.router.Fire(ctx, "session/replaced", &Event{Session: old})
 	}
 	// Only now may the queued bind result reach the client: a client that
 	// knows its JID can be sent to, so the router must know it first.
@@ -27,13 +32,40 @@ func (s *Server) startSession(ctx context.Context, c *conn, sess *Session) {
 	s.router.Fire(ctx, "session/bound", &Event{Session: sess})
 }
 
+// resumeSession puts sess in the place of prev, the session it continues:
+// same JID, module values and presence; prev's connection, if the server
+// has not noticed it is gone, is closed.
+func (s *Server) resumeSession(ctx context.Context, prev, sess *Session) {
+	sess.resumes = nil
+	sess.inherit(prev)
+	if old := s.router.bind(sess); old != nil && old != prev {
+		old.Close(&StreamError{Condition: "conflict", Text: "replaced by a resumed session with the same resource"})
+		s.router.Fire(ctx, "session/replaced", &Event{Session: old})
+	}
+	prev.Close(&StreamError{Condition: "conflict", Text: "the session was resumed on another connection"})
+	if r := s.router.resumer(sess.resumeNS); r != nil {
+		r.Resumed(ctx, prev, sess)
+	}
+	sess.release()
+	s.log.Debug("session resumed", "jid", sess.JID().String(), "remote", sess.RemoteAddr())
+	s.router.Fire(ctx, "session/resumed", &Event{Session: sess})
+}
+
 // endSession closes the stream, then tells the modules: their work (a
 // last-activity write, presence broadcasts) must not delay the client's
 // </stream:stream>.
 func (s *Server) endSession(ctx context.Context, sess *Session, err error) {
-	unbound := s.router.unbind(sess)
 	rerr := readError(err)
 	var se *StreamError
+	if s.mayHibernate(sess, err, rerr) && s.router.Fire(ctx, "session/hibernate", &Event{Session: sess}) {
+		// Still bound: a module keeps it for resumption and ends it with
+		// Host.EndSession.
+		sess.Close(nil)
+		sess.markDone()
+		s.log.Debug("session hibernated", "jid", sess.JID().String(), "reason", err)
+		return
+	}
+	unbound := s.router.unbind(sess)
 	if errors.As(rerr, &se) {
 		sess.Close(se)
 	} else {
@@ -44,6 +76,17 @@ func (s *Server) endSession(ctx context.Context, sess *Session, err error) {
 	}
 	sess.markDone()
 	s.log.Debug("session ended", "jid", sess.JID().String(), "reason", err)
+}
+
+// mayHibernate reports whether a session ended by losing its connection,
+// rather than by a clean close from either side, and is still the one bound
+// to its JID: only such a session may wait to be resumed.
+func (s *Server) mayHibernate(sess *Session, err, rerr error) bool {
+	var se *StreamError
+	if errors.As(rerr, &se) || errors.Is(err, elem.ErrStreamClosed) || sess.closedOnPurpose() {
+		return false
+	}
+	return s.router.bound(sess)
 }
 
 // rateLimiter is a token bucket over bytes read.
@@ -99,19 +142,21 @@ func (s *Server) readLoop(ctx context.Context, c *conn, sess *Session) error {
 		default:
 			return &StreamError{Condition: "unsupported-stanza-type", Text: "unexpected element " + e.Name.Local}
 		}
-		if err := s.handleStanza(ctx, sess, e); err != nil {
+		st, err := s.handleStanza(ctx, sess, e)
+		if err != nil {
 			return err
 		}
+		s.router.Fire(ctx, "stanza/handled", &Event{Session: sess, Stanza: st})
 	}
 }
 
-func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Element) error {
+func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Element) (*Stanza, error) {
 	// RFC 6120 8.1.2.1: the server stamps 'from'; a client may only name
 	// itself.
 	if f := e.Get("from"); f != "" {
 		fj, err := jid.Parse(f)
 		if err != nil || !(fj.Equal(sess.JID()) || fj.Equal(sess.JID().Bare())) {
-			return &StreamError{Condition: "invalid-from", Text: "a client may only send as itself"}
+			return nil, &StreamError{Condition: "invalid-from", Text: "a client may only send as itself"}
 		}
 	}
 	e.Set("from", sess.JID().String())
@@ -119,15 +164,15 @@ func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Elemen
 	st := &Stanza{El: e, From: sess.JID(), To: to, Origin: sess}
 	if err != nil {
 		s.router.Bounce(ctx, st, &StanzaError{Type: "modify", Condition: "jid-malformed", Text: "the 'to' address is not a valid JID"})
-		return nil
+		return st, nil
 	}
 	if e.Name.Local == "iq" && e.Child(NSSession, "session") != nil && e.Get("type") == "set" {
 		// Session establishment (RFC 3921) is a no-op kept for old clients.
 		_ = sess.Send(ResultReply(e, nil).Set("from", ""))
-		return nil
+		return st, nil
 	}
 	s.router.FromClient(ctx, st)
-	return nil
+	return st, nil
 }
 
 // waitIdle returns once the client has sent something. Between stanzas

@@ -76,8 +76,19 @@ func (h *Host) HandleIQ(target Target, typ, ns string, fn IQHandler) {
 //	message|presence/full    to a local full JID
 //	iq-result|iq-error/...   responses addressed to the server or an account
 //	route/remote             a stanza for another domain (federation)
+//	stanza/handled           a client's stanza has been routed (the reader
+//	                         goroutine, in stream order; Stanza.Durable)
 //	session/bound            a session was bound
+//	session/hibernate        a session's connection was lost (not closed
+//	                         cleanly or by the server); a hook returning true
+//	                         keeps it bound, and must later end it with
+//	                         EndSession; its output then goes nowhere unless
+//	                         an outbound filter keeps it
+//	session/resumed          a session continues on a new connection (Resumer)
+//	session/replaced         a session lost its full JID to a new binding
+//	                         (it gets no session/closed)
 //	session/closed           a session ended
+//	server/shutdown          the server is stopping; sessions are still bound
 //
 // Modules may fire their own events with Fire.
 func (h *Host) Hook(event string, priority int, fn HookFunc) { h.r.addHook(event, priority, fn) }
@@ -137,4 +148,35 @@ func (h *Host) Bounce(ctx context.Context, st *Stanza, se *StanzaError) { h.r.Bo
 func (h *Host) AccountExists(ctx context.Context, localpart string) bool {
 	_, err := h.Store.GetAccount(ctx, localpart)
 	return err == nil
+}
+
+// Resumer continues an earlier session on a new connection (stream
+// management resumption, XEP-0198).
+type Resumer interface {
+	// Resume answers el, a request made after authentication instead of
+	// resource binding, by the account localpart. It returns the session
+	// to continue, or nil and the reply to send (the client may then bind
+	// a resource as usual).
+	Resume(ctx context.Context, localpart string, el *elem.Element) (*Session, *elem.Element)
+	// Resumed is called once sess holds old's JID in the router, with old's
+	// module values and presence, and old's connection is being closed;
+	// sess's output is held until Resumed returns, so what it sends comes
+	// first.
+	Resumed(ctx context.Context, old, sess *Session)
+}
+
+// HandleResume registers the resumer for request elements in namespace ns.
+func (h *Host) HandleResume(ns string, r Resumer) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	h.r.resumers[ns] = r
+}
+
+// EndSession ends a session kept bound by "session/hibernate": it is
+// unbound and "session/closed" fires. It does nothing if s is no longer
+// bound (it was resumed or replaced).
+func (h *Host) EndSession(ctx context.Context, s *Session) {
+	if h.r.unbind(s) {
+		h.r.Fire(ctx, "session/closed", &Event{Session: s})
+	}
 }

@@ -68,6 +68,7 @@ type Router struct {
 	streamFeatures []func(*Session) *elem.Element
 	filters        []outboundFilter
 	subdomains     map[string]HookFunc
+	resumers       map[string]Resumer // by namespace of the request element
 }
 
 // NewRouter returns an empty router for domain.
@@ -81,6 +82,7 @@ func NewRouter(domain string, st store.Store, log *slog.Logger) *Router {
 		iq:         make(map[iqKey]IQHandler),
 		features:   make(map[string]bool),
 		subdomains: make(map[string]HookFunc),
+		resumers:   make(map[string]Resumer),
 	}
 }
 
@@ -159,6 +161,19 @@ func (r *Router) unbind(s *Session) bool {
 		delete(r.sessions, s.Localpart())
 	}
 	return true
+}
+
+// bound reports whether s is the session bound to its full JID.
+func (r *Router) bound(s *Session) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.sessions[s.Localpart()][s.JID().Resourcepart()] == s
+}
+
+func (r *Router) resumer(ns string) Resumer {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.resumers[ns]
 }
 
 // Fire runs the hooks of an event in priority order (highest first) and

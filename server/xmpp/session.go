@@ -50,6 +50,15 @@ type Session struct {
 	// filters is the router's outbound filter chain when the session was
 	// bound; it is never modified afterwards.
 	filters []outboundFilter
+
+	// closeReason is what Close was first called with: a stream error
+	// means the server ended the stream on purpose, so the session must
+	// not wait for resumption.
+	closeReason error
+	// resumes is the session this one continues (stream resumption),
+	// between negotiation and startSession.
+	resumes  *Session
+	resumeNS string // the namespace of the resume request
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -307,6 +316,7 @@ func (s *Session) Close(reason error) {
 		buf := s.pending
 		s.pending = nil
 		s.closed = true
+		s.closeReason = reason
 		s.signalDrained()
 		s.mu.Unlock()
 		go s.finish(buf, reason)
@@ -382,4 +392,30 @@ func (s *Session) markDone() {
 	default:
 		close(s.done)
 	}
+}
+
+// closedOnPurpose reports whether the server ended the stream with a
+// stream error (conflict, shutdown, policy), as opposed to losing the
+// connection.
+func (s *Session) closedOnPurpose() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var se *StreamError
+	return errors.As(s.closeReason, &se)
+}
+
+// inherit takes over the module values and presence of the session this one
+// resumes, so that modules see one session continuing on a new connection.
+func (s *Session) inherit(old *Session) {
+	old.mu.Lock()
+	values := make(map[any]any, len(old.values))
+	for k, v := range old.values {
+		values[k] = v
+	}
+	p, avail, prio := old.presence, old.available, old.priority
+	old.mu.Unlock()
+	s.mu.Lock()
+	s.values = values
+	s.presence, s.available, s.priority = p, avail, prio
+	s.mu.Unlock()
 }
