@@ -132,3 +132,14 @@ func writeSelfSigned(certFile, keyFile string, names []string) error {
 	}
 	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
+
+// Where the daemon keeps the certificate that its ports and nginx serve.
+const (
+	CertFile = DataDir + "/tls/fullchain.pem"
+	KeyFile  = DataDir + "/tls/key.pem"
+)
+
+func certNames(a *Answers) []string {
+	a.withDefaults()
+	return []string{a.Domain, a.RoomsDomain, a.ShareDomain}
+}

@@ -57,3 +57,32 @@ func TestCertsStep(t *testing.T) {
 		t.Errorf("second plan: %+v", acts)
 	}
 }
+
+// setup runs certificates, then nginx (whose nginx -t needs the files),
+// before the service; the configuration it writes has ACME on for every
+// name, writing where nginx reads.
+func TestSetupStepsIncludeCertsAndNginx(t *testing.T) {
+	a := &installer.Answers{Domain: "chat.example.org", ACMEEmail: "ops@example.org", UploadLimitMB: 50}
+	var names []string
+	for _, s := range installer.Steps(a, "ada") {
+		names = append(names, s.Name())
+		if n, ok := s.(installer.Nginx); ok {
+			if n.Params.UploadLimit != 50<<20 || n.Params.CertFile != installer.CertFile || n.Params.ShareDomain != "share.chat.example.org" {
+				t.Errorf("nginx params: %+v", n.Params)
+			}
+		}
+	}
+	got := strings.Join(names, ",")
+	if !strings.Contains(got, "certificates,nginx,service") {
+		t.Errorf("steps %s", got)
+	}
+	b, err := installer.ConfigFile{Answers: a}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"enabled: true", `"rooms.chat.example.org"`, `cert_file: "/var/lib/hearth/tls/fullchain.pem"`, `email: "ops@example.org"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("hearth.yaml lacks %s", want)
+		}
+	}
+}

@@ -305,3 +305,22 @@ func probeSerial(ctx context.Context, c *http.Client, domain string) (string, er
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// nginxStep is the nginx step for setup's answers: hearth's HTTP port
+// (config default 5280) behind the vhosts.
+func nginxStep(a *Answers) Nginx {
+	a.withDefaults()
+	limit := int64(a.UploadLimitMB) << 20
+	if limit <= 0 {
+		limit = 100 << 20
+	}
+	return Nginx{Params: nginx.Params{
+		Domain:      a.Domain,
+		ShareDomain: a.ShareDomain,
+		RoomsDomain: a.RoomsDomain,
+		Upstream:    "127.0.0.1:5280",
+		CertFile:    CertFile,
+		KeyFile:     KeyFile,
+		UploadLimit: limit,
+	}}
+}

@@ -27,8 +27,11 @@ func (c ConfigFile) Render() ([]byte, error) {
 	p := templates.ConfigParams{
 		Domain:     c.Answers.Domain,
 		DataDir:    DataDir,
-		SelfSigned: true,
+		CertFile:   CertFile,
+		KeyFile:    KeyFile,
 		AdminGroup: AdminGroup,
+		ACMENames:  certNames(c.Answers),
+		ACMEEmail:  c.Answers.ACMEEmail,
 	}
 	if c.Answers.DataDevice != "" {
 		p.DataVolume = "required"
@@ -63,7 +66,8 @@ func Steps(a *Answers, invoker string) []Step {
 		Accounts{Sysadmins: a.Sysadmins, ChatAdmins: a.ChatAdmins, Invoker: invoker},
 		Storage{Device: a.DataDevice, Format: a.FormatDevice != "" && a.FormatDevice == a.DataDevice, Service: "hearth.service"},
 		UFW{Federation: a.FederationAllowed},
-		// The nginx and certificates steps go here, before the service.
+		Certs{CertFile: CertFile, KeyFile: KeyFile, Names: certNames(a), Owner: "hearth:hearth"},
+		nginxStep(a),
 		Service{Unit: "hearth.service", Config: ConfigPath, Timeout: 90 * time.Second},
 	}
 }

@@ -26,6 +26,10 @@ type ConfigParams struct {
 	DataVolume string
 	// AdminGroup may use the admin socket (hearth-admin after setup).
 	AdminGroup string
+	// ACMENames, when set, turn on ACME for these names (written to
+	// CertFile and KeyFile); ACMEEmail is the CA's contact.
+	ACMENames []string
+	ACMEEmail string
 }
 
 // Config renders the default hearth.yaml.
