@@ -10,7 +10,9 @@ import (
 const (
 	SysadminGroup = "hearth-sysadmin"
 	AdminGroup    = "hearth-admin"
-	sshDropIn     = "/etc/ssh/sshd_config.d/hearth.conf"
+	// ServiceUser runs the daemon (created by the package's postinst).
+	ServiceUser = "hearth"
+	sshDropIn   = "/etc/ssh/sshd_config.d/hearth.conf"
 )
 
 // Accounts is the step for the two kinds of admin (DESIGN.md decision 9):
@@ -73,7 +75,13 @@ func (a Accounts) Plan(ctx context.Context, h *Host) ([]Action, error) {
 			}
 		}
 	}
-	for _, u := range a.ChatAdmins {
+	// The daemon gives its admin socket to hearth-admin; a process without
+	// capabilities may only chown to a group it belongs to.
+	chatGroup := append([]string(nil), a.ChatAdmins...)
+	if _, ok := db.Users[ServiceUser]; ok && !containsStr(chatGroup, ServiceUser) {
+		chatGroup = append(chatGroup, ServiceUser)
+	}
+	for _, u := range chatGroup {
 		if !member(u, AdminGroup) {
 			acts = append(acts, RunAction("gpasswd", "-a", u, AdminGroup))
 		}
@@ -83,7 +91,7 @@ func (a Accounts) Plan(ctx context.Context, h *Host) ([]Action, error) {
 	for _, g := range []struct {
 		name string
 		want []string
-	}{{SysadminGroup, a.Sysadmins}, {AdminGroup, a.ChatAdmins}} {
+	}{{SysadminGroup, a.Sysadmins}, {AdminGroup, chatGroup}} {
 		for _, m := range db.Groups[g.name].Members {
 			if !containsStr(g.want, m) {
 				acts = append(acts, RunAction("gpasswd", "-d", m, g.name))

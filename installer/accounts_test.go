@@ -41,13 +41,14 @@ func TestAccountsFreshHost(t *testing.T) {
 		"run: gpasswd -a ada hearth-sysadmin",
 		"run: gpasswd -a bob hearth-admin",
 		"run: gpasswd -a cy hearth-admin",
+		"run: gpasswd -a hearth hearth-admin",
 		"create /etc/ssh/sshd_config.d/hearth.conf (mode 644)",
 		"run: systemctl reload-or-restart ssh.service",
 	}
 	if got := summaries(acts); !reflect.DeepEqual(got, want) {
 		t.Fatalf("plan:\n%s", strings.Join(got, "\n"))
 	}
-	if !strings.Contains(acts[6].Detail, "AllowGroups hearth-sysadmin") {
+	if !strings.Contains(acts[7].Detail, "AllowGroups hearth-sysadmin") {
 		t.Fatalf("drop-in: %s", acts[6].Detail)
 	}
 	r.OnPrefix("groupadd ", func(string, []byte) installertest.Reply { return installertest.Reply{} })
@@ -63,7 +64,7 @@ func TestAccountsFreshHost(t *testing.T) {
 }
 
 func TestAccountsCorrectHostAndRemovals(t *testing.T) {
-	h, r := accountsHost(t, "sudo:x:27:ada\nhearth-sysadmin:x:997:ada,bob\nhearth-admin:x:996:cy\n")
+	h, r := accountsHost(t, "sudo:x:27:ada\nhearth-sysadmin:x:997:ada,bob\nhearth-admin:x:996:cy,hearth\n")
 	installertest.WriteFile(t, h.Root, "/etc/ssh/sshd_config.d/hearth.conf", string(installer.SSHDropIn()))
 	h.UpdateState(func(s *installer.State) {
 		s.Files["/etc/ssh/sshd_config.d/hearth.conf"] = installer.Hash(installer.SSHDropIn())
@@ -101,7 +102,7 @@ func TestAccountsRefusesLockout(t *testing.T) {
 // sshd -t rejecting the drop-in rolls it back: sshd keeps its old, working
 // configuration and the reload never runs.
 func TestAccountsDropInRolledBackWhenSSHDRejectsIt(t *testing.T) {
-	h, r := accountsHost(t, "sudo:x:27:ada\nhearth-sysadmin:x:997:ada\nhearth-admin:x:996:\n")
+	h, r := accountsHost(t, "sudo:x:27:ada\nhearth-sysadmin:x:997:ada\nhearth-admin:x:996:hearth\n")
 	r.OnErr("/usr/sbin/sshd -t", errors.New("Bad configuration option"))
 	err := installer.Apply(context.Background(), h, []installer.Step{installer.Accounts{Sysadmins: []string{"ada"}}})
 	if err == nil || !strings.Contains(err.Error(), "old file restored") {
