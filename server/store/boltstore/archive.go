@@ -424,27 +424,22 @@ func (s *Store) pruneUserArchive(ctx context.Context, user string, cutoff uint64
 			}
 			m, w, c := mb.Bucket(bucketMAMMsgs), mb.Bucket(bucketMAMWith), mb.Bucket(bucketMAMCount)
 			cur := m.Cursor()
-			skip := removed // in a dry run nothing moves: skip what was counted
-			if !dryRun {
-				skip = 0
-			}
 			k, v := cur.First()
-			for ; k != nil && skip > 0; skip-- {
-				k, v = cur.Next()
-			}
 			type victim struct {
 				id   uint64
 				with string
 			}
 			var dead []victim
 			for ; k != nil && binary.BigEndian.Uint64(k) < cutoff; k, v = cur.Next() {
-				if n == pruneChunk {
-					more = true
-					break
-				}
 				n++
 				if dryRun {
+					// A read-only walk holds no lock: count in one go.
 					continue
+				}
+				if n > pruneChunk {
+					n--
+					more = true
+					break
 				}
 				id := binary.BigEndian.Uint64(k)
 				r, err := decodeRecord(id, v)
