@@ -1028,6 +1028,55 @@ async def s_carbons(suite):
         await c.close()
 
 
+@scenario("stream management: resumption after a dropped socket (XEP-0198)")
+async def s_sm_resume(suite):
+    loop = asyncio.get_running_loop()
+    p = Client(suite, "peggy", "phone", plugins=("xep_0198",))
+    enabled, dropped, resumed = loop.create_future(), loop.create_future(), loop.create_future()
+    p.add_event_handler("sm_enabled", lambda s: enabled.done() or enabled.set_result(s))
+    p.add_event_handler("disconnected", lambda r: dropped.done() or dropped.set_result(r))
+    p.add_event_handler("session_resumed", lambda s: resumed.done() or resumed.set_result(s))
+    await p.login()
+    try:
+        en = await asyncio.wait_for(enabled, TIMEOUT)
+    except asyncio.TimeoutError:
+        raise Failure("stream management was not enabled (features: %s)"
+                      % [ET.tostring(f, encoding="unicode") for f in p.stream_features])
+    check(bool(en["id"]), "<enabled/> without an id for resumption: %s" % en)
+    bound = p.full
+    d = Client(suite, "dave", "sm-sender")
+    await d.login()
+    d.message(bound, "before the drop")
+    await p.msgs.expect(body_is("before the drop"), "a message before the socket drops")
+    # The socket dies without </stream:stream>, as on a phone changing networks.
+    p.kill()
+    try:
+        await asyncio.wait_for(dropped, TIMEOUT)
+    except asyncio.TimeoutError:
+        raise Failure("slixmpp did not notice its own dropped socket")
+    dead = ["while the socket was dead 1", "while the socket was dead 2"]
+    for b in dead:
+        d.message(bound, b)
+    await d.msgs.expect_none(lambda m: m.xml.get("type") == "error",
+                             "an error for a message to a session waiting for resumption", wait=0.5)
+    p.connect((suite.host, suite.c2s_port), use_ssl=False, force_starttls=True)
+    try:
+        await asyncio.wait_for(resumed, TIMEOUT)
+    except asyncio.TimeoutError:
+        raise Failure("the session was not resumed (features: %s)"
+                      % [ET.tostring(f, encoding="unicode") for f in p.stream_features[-2:]])
+    check(p.full == bound, "resumed as %s, not %s" % (p.full, bound))
+    got = [await p.msgs.expect(body_is(b), "%r, sent while the socket was dead, after resumption" % b) for b in dead]
+    seq = [m["body"] for m in sorted(got, key=p.msgs.log.index)]
+    check(seq == dead, "redelivered out of order: %s" % seq)
+    await p.msgs.expect_none(body_is("before the drop"),
+                             "a message the client had already acked (its h) delivered again")
+    p.message(d.full, "after resumption")
+    await d.msgs.expect(message_from(bound, "after resumption"), "a message from the resumed session")
+    await p.close()
+    await d.close()
+
+
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_ERRORS = NS_PUBSUB + "#errors"
 NS_OMEMO2 = "urn:xmpp:omemo:2"
