@@ -22,9 +22,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 
 	"log/slog"
 	"math/big"
@@ -65,6 +67,10 @@ type Config struct {
 	// addresses of this host's interfaces.
 	Resolver  Resolver
 	HostAddrs func() ([]net.IP, error)
+	// ProbePort is the port 80 a CA would reach (tests use nginx's test
+	// port): an address that is not this host's own is accepted when a
+	// request to it reaches this process (1:1 NAT, as on some clouds).
+	ProbePort int
 	// OnRenew runs after new files are in place (the daemon reloads its
 	// certificate).
 	OnRenew func() error
@@ -77,6 +83,7 @@ type Config struct {
 
 // Manager owns the certificate files.
 type Manager struct {
+	probe  string // a random path segment only this process answers
 	cfg    Config
 	issuer *certmagic.ACMEIssuer
 	cache  *certmagic.Cache
@@ -119,7 +126,14 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg}
+	if cfg.ProbePort == 0 {
+		cfg.ProbePort = 80
+	}
+	var tok [16]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, probe: "hearth-probe-" + hex.EncodeToString(tok[:])}
 	var cmcfg *certmagic.Config
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cmcfg, nil },
@@ -148,7 +162,41 @@ func (m *Manager) Close() { m.cache.Stop() }
 
 // Handler answers ACME HTTP-01 challenges and passes everything else on.
 func (m *Manager) Handler(next http.Handler) http.Handler {
-	return m.issuer.HTTPChallengeHandler(next)
+	acme := m.issuer.HTTPChallengeHandler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == probePrefix+m.probe {
+			io.WriteString(w, m.probe)
+			return
+		}
+		acme.ServeHTTP(w, r)
+	})
+}
+
+const probePrefix = "/.well-known/acme-challenge/"
+
+// reachesUs asks ip on port 80, as the CA would, for the probe only this
+// process knows.
+func (m *Manager) reachesUs(ctx context.Context, name string, ip net.IP) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(m.cfg.ProbePort))
+	c := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+name+probePrefix+m.probe, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	return resp.StatusCode == http.StatusOK && string(b) == m.probe
 }
 
 // EnsureFiles writes a self-signed certificate for the names when there
@@ -190,7 +238,7 @@ func (m *Manager) Current(now time.Time) (Status, error) {
 var ErrDNSNotHere = errors.New("DNS does not point at this host")
 
 // CheckDNS resolves every name (A and AAAA) and requires each address to
-// be one of this host's.
+// be one of this host's, or to reach this process through port 80 (NAT).
 func (m *Manager) CheckDNS(ctx context.Context) error {
 	mine, err := m.cfg.HostAddrs()
 	if err != nil {
@@ -205,8 +253,8 @@ func (m *Manager) CheckDNS(ctx context.Context) error {
 			return fmt.Errorf("%w: %s has no A or AAAA record", ErrDNSNotHere, n)
 		}
 		for _, a := range addrs {
-			if !slices.ContainsFunc(mine, a.IP.Equal) {
-				return fmt.Errorf("%w: %s resolves to %s, which is not an address of this host (%v)", ErrDNSNotHere, n, a.IP, mine)
+			if !slices.ContainsFunc(mine, a.IP.Equal) && !m.reachesUs(ctx, n, a.IP) {
+				return fmt.Errorf("%w: %s resolves to %s, which is neither an address of this host (%v) nor reaches it on port %d", ErrDNSNotHere, n, a.IP, mine, m.cfg.ProbePort)
 			}
 		}
 	}

@@ -166,7 +166,7 @@ func TestIssueThroughNginxWithPebble(t *testing.T) {
 		Names: names, Email: "admin@example.org",
 		Directory: "https://" + acmeAddr + "/dir", Roots: roots,
 		StorageDir: filepath.Join(dir, "acme"), CertFile: certFile, KeyFile: keyFile,
-		HTTPAddr: hearthHTTP, Resolver: resolver,
+		HTTPAddr: hearthHTTP, Resolver: resolver, ProbePort: ports[0],
 		OnRenew: func() error { reloads++; return hearthCerts.Reload() },
 	})
 	if err != nil {
@@ -208,7 +208,8 @@ func TestIssueThroughNginxWithPebble(t *testing.T) {
 
 	// DNS points elsewhere: no order, the self-signed files stay.
 	before, _ := os.ReadFile(certFile)
-	resolver[names[0]], resolver[names[1]], resolver[names[2]] = "127.0.0.1", "203.0.113.7", "127.0.0.1"
+	// (127.0.0.2 is not an interface address, and nothing answers there.)
+	resolver[names[0]], resolver[names[1]], resolver[names[2]] = "127.0.0.1", "127.0.0.2", "127.0.0.1"
 	changed, err := m.Renew(context.Background())
 	if !errors.Is(err, certs.ErrDNSNotHere) || changed {
 		t.Fatalf("Renew with DNS elsewhere: changed=%v err=%v", changed, err)
