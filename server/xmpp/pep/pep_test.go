@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/merveilles/hearth/server/config"
 	"github.com/merveilles/hearth/server/servertest"
 	"github.com/merveilles/hearth/server/xmpp/disco"
 	"github.com/merveilles/hearth/server/xmpp/elem"
@@ -390,5 +391,28 @@ func TestDiscoAdvertisesPEP(t *testing.T) {
 		if !strings.Contains(acct, f) {
 			t.Errorf("account disco#info lacks %s", f)
 		}
+	}
+}
+
+func TestNodesSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	inDir := func(c *config.Config) { c.DataDir = dir }
+	s := servertest.Start(t, inDir)
+	s.AddUser(t, "alice", "p")
+	s.AddUser(t, "eve", "p")
+	a := s.Dial(t, "alice", "p", "r")
+	if r := publish(a, "p1", omemoDev, "current", devices, "pubsub#access_model", "open", "pubsub#max_items", "max"); r.Get("type") != "result" {
+		t.Fatalf("publish: %s", r)
+	}
+	s.Stop()
+
+	s = servertest.Start(t, inDir)
+	e := s.Dial(t, "eve", "p", "r")
+	if its := itemsOf(items(e, "i1", "alice@localhost", omemoDev, "")); len(its) != 1 || its[0].Get("id") != "current" {
+		t.Fatal("the device list or its open access model was lost in a restart")
+	}
+	a = s.Dial(t, "alice", "p", "r")
+	if r := publish(a, "p2", omemoDev, "current", devices, "pubsub#access_model", "open", "pubsub#max_items", "max"); r.Get("type") != "result" {
+		t.Fatalf("publish after restart: %s", r)
 	}
 }
