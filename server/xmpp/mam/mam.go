@@ -2,8 +2,10 @@
 // urn:xmpp:mam:2) and marks archived messages with their archive ID
 // (XEP-0359 stanza-id).
 //
-// Messages are archived as they are routed to a local account, for the
-// recipient and, when the sender is local too, for the sender. The write
+// A message between two local accounts is archived for the sender when it
+// leaves their client (stanza/outgoing, before carbons copy it) and for the
+// recipient before delivery (message/bare|full|self); both records share one
+// ID, which each side sees as a stanza-id with its own 'by'. The write
 // is asynchronous and group-committed: delivery does not wait for the
 // disk, but the stanza holds its acknowledgement (Stanza.HoldAck) until
 // the write is durable, and a failed write comes back to the sender as a
