@@ -36,6 +36,8 @@ const (
 	nsChatStates = "http://jabber.org/protocol/chatstates"
 	nsHints      = "urn:xmpp:hints"
 	nsSID        = "urn:xmpp:sid:0"
+	nsCarbons    = "urn:xmpp:carbons:2"
+	nsForward    = "urn:xmpp:forward:0"
 )
 
 // Payload namespaces of an encrypted message (OMEMO, OpenPGP): important
@@ -176,9 +178,29 @@ func (st *state) drain(s *xmpp.Session) {
 	}
 }
 
+// unwrapCarbon returns the message a carbon (XEP-0280) forwards, or el:
+// a copy is as important, or as noisy, as the original.
+func unwrapCarbon(el *elem.Element) *elem.Element {
+	if el.Name.Local != "message" {
+		return el
+	}
+	for _, kind := range []string{"sent", "received"} {
+		if f := el.Child(nsCarbons, kind); f != nil {
+			if f = f.Child(nsForward, "forwarded"); f != nil {
+				if m := f.Child(elem.NSClient, "message"); m != nil {
+					return m
+				}
+			}
+		}
+	}
+	return el
+}
+
 // holdable reports whether el is noise an inactive client can wait for:
-// a presence update, or a message that only carries a chat state.
+// a presence update, or a message (or carbon of one) that only carries a
+// chat state.
 func holdable(el *elem.Element) bool {
+	el = unwrapCarbon(el)
 	switch el.Name.Local {
 	case "presence":
 		t := el.Get("type")
@@ -206,6 +228,7 @@ func holdable(el *elem.Element) bool {
 // important reports whether el must reach the client now: any IQ, or a
 // message with a body or an encrypted payload.
 func important(el *elem.Element) bool {
+	el = unwrapCarbon(el)
 	switch el.Name.Local {
 	case "iq":
 		return true

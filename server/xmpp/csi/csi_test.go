@@ -130,3 +130,29 @@ func TestStreamFeature(t *testing.T) {
 		t.Fatalf("features after login lack csi: %s", f)
 	}
 }
+
+// Carbons are judged by the message they carry: a copy of a chat state
+// waits, a copy of a message with a body flushes.
+func TestCarbonsAreJudgedByTheirContent(t *testing.T) {
+	s := servertest.Start(t)
+	s.AddUser(t, "alice", "pa")
+	s.AddUser(t, "bob", "pb")
+	a := s.Dial(t, "alice", "pa", "phone")
+	a2 := s.Dial(t, "alice", "pa", "laptop")
+	b := s.Dial(t, "bob", "pb", "desk")
+	online(a)
+	online(a2)
+	online(b)
+	a.IQ("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+	setState(a, "inactive", "p1")
+	isCarbon := func(e *elem.Element) bool { return e.Child("urn:xmpp:carbons:2", "sent") != nil }
+	a2.SendRaw("<message to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+	b.Expect(func(e *elem.Element) bool { return e.Name.Local == "message" })
+	a.ExpectNone(quiet, isCarbon)
+	a2.SendRaw("<message to='bob@localhost' type='chat'><body>hello</body></message>")
+	first := a.Expect(isCarbon)
+	second := a.Expect(isCarbon)
+	if !strings.Contains(first.String(), "composing") || !strings.Contains(second.String(), "hello") {
+		t.Fatalf("carbons arrived as\n%s\n%s\nwant the held chat state, then the message", first, second)
+	}
+}
