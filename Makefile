@@ -35,6 +35,12 @@ clean:
 test-interop:
 	$(GO) test -tags interop -count=1 ./interop/...
 
+# SIGKILL under load with stream management: no acknowledged message lost
+# (builds cmd/hearth and runs it as a real process; reports the counts).
+.PHONY: test-reliability
+test-reliability:
+	$(GO) test -tags reliability -count=1 -v ./reliability/...
+
 # What CI runs on a fresh Debian machine: installs the test packages (as root), then make test.
 ci:
 	.ci/run
