@@ -267,7 +267,9 @@ func (m *Module) filter(s *xmpp.Session, el *elem.Element) bool {
 	if st.ended {
 		return true
 	}
-	st.queue = append(st.queue, el)
+	// A copy: the sender may reuse its element after Send returns (the core
+	// serializes it at once), and this one is read again on resumption.
+	st.queue = append(st.queue, el.Copy())
 	st.sent++
 	if st.hibernated {
 		if len(st.queue) > maxQueue && !st.resuming && !st.expired {

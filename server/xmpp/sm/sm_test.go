@@ -172,11 +172,13 @@ func (m *holder) Register(h *xmpp.Host) error {
 		if strings.HasPrefix(ev.Stanza.El.ChildText("", "body"), "hold") {
 			rel := ev.Stanza.HoldAck()
 			st := ev.Stanza
+			// Copied now: later hooks change the element as it is routed.
+			el := st.El.Copy()
 			m.releases <- func(err error) {
 				rel(err)
 				if err != nil {
 					// As an archive does: the sender learns the write failed.
-					h.Bounce(ctx, &xmpp.Stanza{El: st.El.Copy(), From: st.From, To: st.To, Origin: st.Origin},
+					h.Bounce(ctx, &xmpp.Stanza{El: el, From: st.From, To: st.To, Origin: st.Origin},
 						&xmpp.StanzaError{Type: "wait", Condition: "resource-constraint", Text: "not stored"})
 				}
 			}
@@ -387,4 +389,39 @@ func waitOffline(t *testing.T, s *servertest.Server, user string, n int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// A client often resumes before the server has noticed that the old
+// connection is dead: the new one takes over and the old one is closed.
+func TestResumeTakesOverALiveConnection(t *testing.T) {
+	s := servertest.Start(t)
+	s.AddUser(t, "alice", "pa")
+	s.AddUser(t, "bob", "pb")
+	b := s.Dial(t, "bob", "pb", "phone")
+	a, id := smClient(t, s, "alice", "pa", "r", true)
+	b.SendRaw(msg("alice@localhost/r", "unacked"))
+	a.ReadUntil("unacked")
+
+	n, out := resumeRaw(t, s, "alice", "pa", id, "0")
+	if !strings.Contains(out, "<resumed") {
+		t.Fatalf("resume: %s", out)
+	}
+	n.ReadUntil("unacked")
+	if out := a.ReadUntil("</stream:stream>"); !strings.Contains(out, "conflict") {
+		t.Fatalf("old connection: %s", out)
+	}
+	// Still one session, on the new connection.
+	if got := len(s.XMPP.Router().Sessions("alice")); got != 1 {
+		t.Fatalf("%d sessions for alice", got)
+	}
+	b.SendRaw(msg("alice@localhost/r", "to the new one"))
+	n.ReadUntil("to the new one")
+	// The old id resumes again after the new connection drops.
+	n.Conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	m, out := resumeRaw(t, s, "alice", "pa", id, "0")
+	if !strings.Contains(out, "<resumed") {
+		t.Fatalf("second resume: %s", out)
+	}
+	m.ReadUntil("to the new one")
 }
