@@ -19,14 +19,16 @@ import (
 )
 
 // The container's root filesystem: Debian bookworm stands in for Ubuntu LTS
-// (only Debian's archive is reachable here). Only what any Ubuntu server has;
-// everything hearth needs must come from its package.
+// (only Debian's archive is reachable here). What an Ubuntu server has
+// (systemd, ssh, sudo, procps, ufw) plus the package's other dependency,
+// nginx, because dpkg -i cannot fetch dependencies in the offline container.
 const (
 	suite  = "bookworm"
 	mirror = "http://deb.debian.org/debian"
 )
 
-var rootPackages = []string{"systemd", "systemd-sysv", "dbus", "adduser", "procps", "iproute2"}
+var rootPackages = []string{"systemd", "systemd-sysv", "dbus", "adduser", "procps", "iproute2",
+	"openssh-server", "sudo", "ufw", "nginx"}
 
 // rootTarball returns a cached mmdebstrap tarball of the root filesystem,
 // building it on first use (about a minute). The cache lives in

@@ -11,7 +11,7 @@ import (
 )
 
 func TestSetupSmoke(t *testing.T) {
-	rootPackages = append(rootPackages, "ufw", "openssh-server", "sudo", "passwd")
+	rootPackages = append(rootPackages, "ufw", "openssh-server", "sudo", "passwd", "nginx")
 	repo, _ := filepath.Abs("..")
 	tmp := t.TempDir()
 	deb := buildDeb(t, repo, "0.0.1~smoke1", tmp)
