@@ -66,6 +66,9 @@ const (
 	// maxQueue bounds what a hibernated session keeps; past it, the session
 	// ends early and its messages go to offline storage.
 	maxQueue = 1000
+	// goneFor (plus the window) is how long an ended session's h is kept
+	// for a late <resume/>.
+	goneFor = time.Minute
 )
 
 type stateKey struct{}
@@ -77,10 +80,21 @@ type Module struct {
 
 	mu        sync.Mutex
 	resumable map[string]*state // by stream id (previd)
+	// gone keeps, for goneFor after a session ended, its user and
+	// inbound h, so that a late <resume/> learns which of its stanzas the
+	// server handled (<failed h=.../>, XEP-0198 section 5).
+	gone map[string]goneSession
+}
+
+type goneSession struct {
+	user string
+	h    uint32
 }
 
 // New returns the stream management module.
-func New() *Module { return &Module{resumable: make(map[string]*state)} }
+func New() *Module {
+	return &Module{resumable: make(map[string]*state), gone: make(map[string]goneSession)}
+}
 
 // Name implements xmpp.Module.
 func (m *Module) Name() string { return "sm" }
@@ -421,6 +435,7 @@ func (m *Module) ended(ctx context.Context, ev *xmpp.Event) bool {
 	st.ended = true
 	q := st.queue
 	st.queue = nil
+	h := st.h
 	for _, t := range []*time.Timer{st.expiry, st.requestTimer} {
 		if t != nil {
 			t.Stop()
@@ -430,7 +445,13 @@ func (m *Module) ended(ctx context.Context, ev *xmpp.Event) bool {
 	if st.id != "" {
 		m.mu.Lock()
 		delete(m.resumable, st.id)
+		m.gone[st.id] = goneSession{user: st.user, h: h}
 		m.mu.Unlock()
+		time.AfterFunc(m.window+goneFor, func() {
+			m.mu.Lock()
+			delete(m.gone, st.id)
+			m.mu.Unlock()
+		})
 	}
 	m.toOffline(ctx, ev.Session, q)
 	return false
@@ -510,8 +531,12 @@ func (m *Module) Resume(_ context.Context, localpart string, el *elem.Element) (
 	}
 	m.mu.Lock()
 	st := m.resumable[el.Get("previd")]
+	g, wasGone := m.gone[el.Get("previd")]
 	m.mu.Unlock()
 	if st == nil || st.user != localpart {
+		if wasGone && g.user == localpart {
+			return nil, failed("item-not-found", &g.h)
+		}
 		return nil, failed("item-not-found", nil)
 	}
 	st.mu.Lock()

@@ -338,7 +338,9 @@ func TestResumeFailures(t *testing.T) {
 	}
 	waitOffline(t, s, "alice", 2)
 	_, out = resumeRaw(t, s, "alice", "pa", id, "0")
-	if !strings.Contains(out, "item-not-found") {
+	out = strings.ReplaceAll(out, `"`, "'")
+	if !strings.Contains(out, "item-not-found") || !strings.Contains(out, "h='0'") {
+		// h: what the server had handled of the old session's stanzas.
 		t.Fatalf("expired previd: %s", out)
 	}
 	c := s.Dial(t, "alice", "pa", "desktop")
