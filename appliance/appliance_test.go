@@ -288,6 +288,11 @@ func securityScore(t *testing.T, c *container) string {
 	if m == nil {
 		t.Fatalf("no exposure level in systemd-analyze security output:\n%s", out)
 	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "✗") {
+			t.Logf("security: %s", strings.Join(strings.Fields(line), " "))
+		}
+	}
 	if v, _ := strconv.ParseFloat(m[1], 64); v > 2.0 {
 		t.Errorf("systemd-analyze security: exposure %s, target ≤ 2.0\n%s", m[1], out)
 	}
