@@ -62,9 +62,11 @@ func (c ConfigFile) Plan(ctx context.Context, h *Host) ([]Action, error) {
 // invoker is the sysadmin running setup, who must not be locked out.
 func Steps(a *Answers, invoker string) []Step {
 	return []Step{
+		// The volume first: hearth.yaml then says data_volume: required
+		// only once the volume is mounted, and certificates land on it.
+		Storage{Device: a.DataDevice, Format: a.FormatDevice != "" && a.FormatDevice == a.DataDevice, Service: "hearth.service"},
 		ConfigFile{Answers: a},
 		Accounts{Sysadmins: a.Sysadmins, ChatAdmins: a.ChatAdmins, Invoker: invoker},
-		Storage{Device: a.DataDevice, Format: a.FormatDevice != "" && a.FormatDevice == a.DataDevice, Service: "hearth.service"},
 		UFW{Federation: a.FederationAllowed},
 		Certs{CertFile: CertFile, KeyFile: KeyFile, Names: certNames(a), Owner: "hearth:hearth"},
 		nginxStep(a),

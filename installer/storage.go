@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -249,11 +250,20 @@ func (s Storage) moveAction(uuidNow func(context.Context, *Host) (string, error)
 			} else if has {
 				return fmt.Errorf("the volume already holds files and so does %s: move one of them away, then rerun", DataDir)
 			}
-			if _, err := h.Cmd(ctx, "cp", "-a", h.Path(DataDir)+"/.", h.Path(stagingDir)+"/"); err != nil {
-				return fmt.Errorf("copy the data: %w", err)
+			// From here on a failure empties the volume again (it was empty
+			// before), so a rerun starts from the same state.
+			clean := func(cause error) error {
+				if cerr := emptyVolume(h, stagingDir); cerr != nil {
+					return fmt.Errorf("%w; emptying the volume again failed too: %v", cause, cerr)
+				}
+				return cause
 			}
-			if _, err := h.Cmd(ctx, "diff", "-r", "--no-dereference", h.Path(DataDir), h.Path(stagingDir)); err != nil {
-				return fmt.Errorf("the copy differs from the original (the original is untouched): %w", err)
+			if _, err := h.Cmd(ctx, "cp", "-a", h.Path(DataDir)+"/.", h.Path(stagingDir)+"/"); err != nil {
+				return clean(fmt.Errorf("copy the data (the original is untouched): %w", err))
+			}
+			// mkfs's lost+found is on the volume only.
+			if _, err := h.Cmd(ctx, "diff", "-r", "--no-dereference", "-x", "lost+found", h.Path(DataDir), h.Path(stagingDir)); err != nil {
+				return clean(fmt.Errorf("the copy differs from the original (the original is untouched): %w", err))
 			}
 			if err := os.Rename(h.Path(DataDir), h.Path(formerData)); err != nil {
 				return fmt.Errorf("move the old data aside: %w", err)
@@ -301,6 +311,23 @@ func dirHasEntries(h *Host, dir string) (bool, error) {
 		return false, fmt.Errorf("read %s: %w", dir, err)
 	}
 	return len(ents) > 0, nil
+}
+
+// emptyVolume removes what a failed move copied, keeping lost+found.
+func emptyVolume(h *Host, dir string) error {
+	ents, err := os.ReadDir(h.Path(dir))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() == "lost+found" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(h.Path(dir), e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // volumeHasData ignores mkfs's lost+found.

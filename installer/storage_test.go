@@ -92,7 +92,7 @@ func TestStorageNewVolumeMovesData(t *testing.T) {
 		"systemctl daemon-reload", "systemctl enable var-lib-hearth.mount", "systemctl stop hearth.service",
 		"mount UUID=0f1e-uuid " + staging,
 		"cp -a " + h.Path("/var/lib/hearth") + "/. " + staging + "/",
-		"diff -r --no-dereference " + h.Path("/var/lib/hearth") + " " + staging,
+		"diff -r --no-dereference -x lost+found " + h.Path("/var/lib/hearth") + " " + staging,
 		"umount " + staging,
 		"systemctl start var-lib-hearth.mount", "chown hearth:hearth /var/lib/hearth", "chmod 0750 /var/lib/hearth",
 	} {
@@ -131,13 +131,21 @@ func TestStorageFailedCopyKeepsData(t *testing.T) {
 		"mount UUID=u1 " + staging, "cp -a " + h.Path("/var/lib/hearth") + "/. " + staging + "/", "umount " + staging} {
 		r.On(c, "")
 	}
-	r.OnErr("diff -r --no-dereference "+h.Path("/var/lib/hearth")+" "+staging, installertest.ExitError{Code: 1})
+	// cp "copies" one file onto the volume; diff then finds a difference.
+	r.OnFunc("cp -a "+h.Path("/var/lib/hearth")+"/. "+staging+"/", func([]byte) installertest.Reply {
+		installertest.WriteFile(t, h.Root, "/var/lib/hearth-installer/new-volume/hearth.db", "d")
+		return installertest.Reply{}
+	})
+	r.OnErr("diff -r --no-dereference -x lost+found "+h.Path("/var/lib/hearth")+" "+staging, installertest.ExitError{Code: 1})
 	err := installer.Apply(context.Background(), h, []installer.Step{installer.Storage{Device: "/dev/vdb"}})
 	if err == nil || !strings.Contains(err.Error(), "the copy differs") {
 		t.Fatalf("apply: %v", err)
 	}
 	if b, _, _ := h.ReadFile("/var/lib/hearth/hearth.db"); string(b) != "db" {
 		t.Fatal("original data moved after a failed copy")
+	}
+	if h.Exists("/var/lib/hearth-installer/new-volume/hearth.db") {
+		t.Fatal("the failed copy was left on the volume: a rerun would refuse")
 	}
 	calls := strings.Join(r.Calls(), "\n")
 	if !strings.Contains(calls, "umount "+staging) || strings.Contains(calls, "systemctl start var-lib-hearth.mount") {
