@@ -51,6 +51,7 @@ func newCertManager(cfg *config.Config, i *Instance) (*certs.Manager, error) {
 	if i != nil {
 		c.Log = i.log.With("component", "certificates")
 		c.OnRenew = i.Reload
+		c.Roots = i.acmeRoots
 	}
 	return certs.New(c)
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,9 @@ type Instance struct {
 	mu    sync.Mutex
 	first *server.Server // opened by Start, served by the first Run
 	adm   *admin.Server
+	// acmeRoots, if set, are the only CAs trusted for the ACME directory
+	// (tests against Pebble).
+	acmeRoots *x509.CertPool
 }
 
 // Start opens storage, certificates, the client ports and the admin socket.

@@ -2,106 +2,23 @@ package certs_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/merveilles/hearth/server/certs"
+	"github.com/merveilles/hearth/server/certs/pebbletest"
 	"github.com/merveilles/hearth/server/tlscert"
 	"github.com/merveilles/hearth/templates/nginx"
 	"github.com/merveilles/hearth/templates/nginx/nginxtest"
 )
-
-// startProc runs a child process until the test ends; it is stopped by
-// its own PID.
-func startProc(t *testing.T, env []string, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(name)+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s output:\n%s", name, b)
-		}
-	})
-}
-
-func waitListen(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// pebbleTLS makes the certificate Pebble's API serves and a pool that
-// trusts it.
-func pebbleTLS(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pebble test"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, "pebble-cert.pem"), filepath.Join(dir, "pebble-key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
-	leaf, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(leaf)
-	return certFile, keyFile, pool
-}
 
 type staticResolver map[string]string
 
@@ -129,32 +46,12 @@ func servedLeaf(t *testing.T, addr, name string) *x509.Certificate {
 // lands in the shared files, hearth's own TLS holder reloads it and nginx,
 // reloaded as the path unit would, serves it.
 func TestIssueThroughNginxWithPebble(t *testing.T) {
-	if _, err := exec.LookPath("pebble"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("pebble is not installed (apt-get install pebble)")
-		}
-		t.Skip("pebble is not installed (apt-get install pebble)")
-	}
 	dir := t.TempDir()
-	ports := nginxtest.FreePorts(t, 7)
+	ports := nginxtest.FreePorts(t, 3)
 	p80, p443, hearthHTTP := nginxtest.Listen(ports[0]), nginxtest.Listen(ports[1]), nginxtest.Listen(ports[2])
-	dnsAddr, chalMgmt := nginxtest.Listen(ports[3]), nginxtest.Listen(ports[4])
-	acmeAddr, acmeMgmt := nginxtest.Listen(ports[5]), nginxtest.Listen(ports[6])
-
-	// Pebble resolves every name to 127.0.0.1 through its challenge test
-	// server's DNS, and validates HTTP-01 on our nginx's port 80.
-	startProc(t, nil, "pebble-challtestsrv", "-dns01", dnsAddr, "-http01", "", "-https01", "", "-tlsalpn01", "",
-		"-management", chalMgmt, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	pcert, pkey, roots := pebbleTLS(t, dir)
-	conf, _ := json.Marshal(map[string]any{"pebble": map[string]any{
-		"listenAddress": acmeAddr, "managementListenAddress": acmeMgmt,
-		"certificate": pcert, "privateKey": pkey,
-		"httpPort": ports[0], "tlsPort": ports[1],
-	}})
-	confFile := filepath.Join(dir, "pebble.json")
-	os.WriteFile(confFile, conf, 0o644)
-	startProc(t, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, "pebble", "-config", confFile, "-dnsserver", dnsAddr)
-	waitListen(t, acmeAddr)
+	// Pebble resolves every name to 127.0.0.1 and validates HTTP-01 on
+	// our nginx's port 80.
+	ca := pebbletest.Start(t, ports[0])
 
 	names := []string{"chat.example.org", "share.chat.example.org", "rooms.chat.example.org"}
 	tlsDir := filepath.Join(dir, "tls")
@@ -164,7 +61,7 @@ func TestIssueThroughNginxWithPebble(t *testing.T) {
 	resolver := staticResolver{}
 	m, err := certs.New(certs.Config{
 		Names: names, Email: "admin@example.org",
-		Directory: "https://" + acmeAddr + "/dir", Roots: roots,
+		Directory: ca.Directory, Roots: ca.Roots,
 		StorageDir: filepath.Join(dir, "acme"), CertFile: certFile, KeyFile: keyFile,
 		HTTPAddr: hearthHTTP, Resolver: resolver, ProbePort: ports[0],
 		OnRenew: func() error { reloads++; return hearthCerts.Reload() },
