@@ -88,6 +88,9 @@ func startProc(t *testing.T, env []string, name string, args ...string) {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test that panics (timeout) runs no cleanup: the kernel stops the
+	// child with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

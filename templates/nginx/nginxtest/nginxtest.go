@@ -121,6 +121,9 @@ func (n *Nginx) Start(t testing.TB, addr string) {
 	n.stderr = &bytes.Buffer{}
 	n.cmd = exec.Command(n.Bin, n.Args("-g", "daemon off;")...)
 	n.cmd.Stdout, n.cmd.Stderr = n.stderr, n.stderr
+	// A test that panics (timeout) runs no cleanup: the kernel stops nginx
+	// with it.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
