@@ -85,9 +85,12 @@ func ProbeDevice(ctx context.Context, h *Host, dev string) (Probe, error) {
 	return p, nil
 }
 
-// MountUnit is the unit that mounts the data volume.
-func MountUnit(uuid, fstype string, timeout time.Duration) []byte {
-	return []byte(fmt.Sprintf(`# Written by "hearth setup": hearth's data volume, mounted by UUID.
+// MountUnit is the unit that mounts the data volume. what is
+// /dev/disk/by-uuid/UUID where udev maintains those links (a real host);
+// without udev (a container) it is the device path itself, which systemd
+// there does not wait for and mount(8) finds.
+func MountUnit(what, fstype string, timeout time.Duration) []byte {
+	return []byte(fmt.Sprintf(`# Written by "hearth setup": hearth's data volume.
 # nofail: the host still boots without the volume; hearth.service then
 # refuses to start (RequiresMountsFor, data_volume: required) instead of
 # filling the root disk.
@@ -96,14 +99,23 @@ Description=hearth data volume
 Before=hearth.service
 
 [Mount]
-What=/dev/disk/by-uuid/%s
+What=%s
 Where=%s
 Type=%s
 Options=nofail,x-systemd.device-timeout=%s
 
 [Install]
 WantedBy=multi-user.target
-`, uuid, DataDir, fstype, durationSeconds(timeout)))
+`, what, DataDir, fstype, durationSeconds(timeout)))
+}
+
+// mountSource names the volume in the unit: by UUID when udev keeps
+// /dev/disk/by-uuid, else by its device path (containers have no udev).
+func (s Storage) mountSource(h *Host, uuid string) string {
+	if h.Exists("/dev/disk/by-uuid") {
+		return "/dev/disk/by-uuid/" + uuid
+	}
+	return s.Device
 }
 
 func durationSeconds(d time.Duration) string {
@@ -161,7 +173,7 @@ func (s Storage) Plan(ctx context.Context, h *Host) ([]Action, error) {
 	}
 
 	if uuid != "" {
-		fileActs, err := h.FileActions(File{Path: mountUnitPath, Content: MountUnit(uuid, fstype, s.DeviceTimeout), Mode: 0o644})
+		fileActs, err := h.FileActions(File{Path: mountUnitPath, Content: MountUnit(s.mountSource(h, uuid), fstype, s.DeviceTimeout), Mode: 0o644})
 		if err != nil {
 			return nil, err
 		}
@@ -169,13 +181,13 @@ func (s Storage) Plan(ctx context.Context, h *Host) ([]Action, error) {
 	} else {
 		acts = append(acts, Action{
 			Summary: "create " + mountUnitPath + " for the new filesystem's UUID",
-			Detail:  string(MountUnit("<UUID of the new filesystem>", fstype, s.DeviceTimeout)),
+			Detail:  string(MountUnit(s.mountSource(h, "<UUID of the new filesystem>"), fstype, s.DeviceTimeout)),
 			Do: func(ctx context.Context, h *Host) error {
 				u, err := uuidNow(ctx, h)
 				if err != nil {
 					return err
 				}
-				return h.WriteManaged(ctx, File{Path: mountUnitPath, Content: MountUnit(u, fstype, s.DeviceTimeout), Mode: 0o644})
+				return h.WriteManaged(ctx, File{Path: mountUnitPath, Content: MountUnit(s.mountSource(h, u), fstype, s.DeviceTimeout), Mode: 0o644})
 			},
 		})
 	}

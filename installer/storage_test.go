@@ -20,7 +20,9 @@ func storageHost(t *testing.T, files map[string]string) (*installer.Host, *insta
 	files["/etc/passwd"] = fmt.Sprintf("root:x:0:0::/root:/bin/sh\nhearth:x:%d:%d::/var/lib/hearth:/usr/sbin/nologin\n", os.Getuid(), os.Getgid())
 	files["/etc/group"] = fmt.Sprintf("root:x:0:\nhearth:x:%d:\n", os.Getgid())
 	files["/dev/vdb"] = ""
-	return installertest.Host(t, files)
+	h, r := installertest.Host(t, files)
+	os.MkdirAll(h.Path("/dev/disk/by-uuid"), 0o755) // udev runs here
+	return h, r
 }
 
 func TestStorageNoVolume(t *testing.T) {
@@ -155,7 +157,7 @@ func TestStorageFailedCopyKeepsData(t *testing.T) {
 
 func TestStorageCorrectHostPlansNothing(t *testing.T) {
 	h, r := storageHost(t, map[string]string{"/var/lib/hearth/hearth.db": "db"})
-	unit := installer.MountUnit("u1", "ext4", 0)
+	unit := installer.MountUnit("/dev/disk/by-uuid/u1", "ext4", 0)
 	installertest.WriteFile(t, h.Root, "/etc/systemd/system/var-lib-hearth.mount", string(unit))
 	h.UpdateState(func(s *installer.State) { s.Files["/etc/systemd/system/var-lib-hearth.mount"] = installer.Hash(unit) })
 	r.On("blkid -p -o export /dev/vdb", "UUID=u1\nTYPE=ext4\n")
@@ -171,5 +173,22 @@ func TestStorageCorrectHostPlansNothing(t *testing.T) {
 	r.On("blkid -p -o export /dev/vdc", "UUID=other\nTYPE=ext4\n")
 	if _, err := (installer.Storage{Device: "/dev/vdb"}).Plan(context.Background(), h); err == nil || !strings.Contains(err.Error(), "another filesystem") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// Without udev (a container) the unit names the device itself: the
+// /dev/disk/by-uuid link would never appear.
+func TestStorageWithoutUdevNamesTheDevice(t *testing.T) {
+	h, r := storageHost(t, map[string]string{})
+	os.RemoveAll(h.Path("/dev/disk"))
+	r.On("blkid -p -o export /dev/vdb", "UUID=u1\nTYPE=ext4\n")
+	r.OnErr("findmnt -rn -o SOURCE --mountpoint "+h.Path("/var/lib/hearth"), installertest.ExitError{Code: 1})
+	r.On("systemctl show -p LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,StatusText var-lib-hearth.mount", unitShowNotFound)
+	acts, err := installer.Storage{Device: "/dev/vdb"}.Plan(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(acts[0].Detail, "\nWhat=/dev/vdb\n") {
+		t.Fatalf("%s", acts[0].Detail)
 	}
 }
