@@ -32,6 +32,10 @@ func (c ConfigFile) Render() ([]byte, error) {
 		AdminGroup: AdminGroup,
 		ACMENames:  certNames(c.Answers),
 		ACMEEmail:  c.Answers.ACMEEmail,
+		// Room archives, uploads and invites have no daemon setting yet;
+		// their answers are kept in setup.yaml.
+		ArchiveRetention: formatDays(c.Answers.Retention.PersonalArchive.D()),
+		OfflineRetention: formatDays(c.Answers.Retention.OfflineMessages.D()),
 	}
 	if c.Answers.DataDevice != "" {
 		p.DataVolume = "required"

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/merveilles/hearth/installer"
 	"github.com/merveilles/hearth/installer/installertest"
@@ -214,7 +215,8 @@ func TestSetupThenNoChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Domain != "chat.example.org" || cfg.DataVolume != "required" || cfg.Admin.Group != "hearth-admin" {
+	if cfg.Domain != "chat.example.org" || cfg.DataVolume != "required" || cfg.Admin.Group != "hearth-admin" ||
+		cfg.Retention.Archive.D() != 30*24*time.Hour || cfg.Retention.Offline.D() != 30*24*time.Hour {
 		t.Fatalf("config %+v", cfg)
 	}
 	if b, _ := os.ReadFile(h.Path(installer.AnswersPath)); !bytes.Contains(b, []byte("client_secret: s3cret")) {

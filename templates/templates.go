@@ -30,6 +30,9 @@ type ConfigParams struct {
 	// CertFile and KeyFile); ACMEEmail is the CA's contact.
 	ACMENames []string
 	ACMEEmail string
+	// ArchiveRetention and OfflineRetention are durations like "180d";
+	// empty means the defaults (180d, 30d).
+	ArchiveRetention, OfflineRetention string
 }
 
 // Config renders the default hearth.yaml.
@@ -39,6 +42,12 @@ func Config(p ConfigParams) ([]byte, error) {
 	}
 	if p.DataDir == "" {
 		p.DataDir = "/var/lib/hearth"
+	}
+	if p.ArchiveRetention == "" {
+		p.ArchiveRetention = "180d"
+	}
+	if p.OfflineRetention == "" {
+		p.OfflineRetention = "30d"
 	}
 	if !p.SelfSigned && (p.CertFile == "" || p.KeyFile == "") {
 		return nil, errors.New("config template: give a certificate and key, or SelfSigned")
