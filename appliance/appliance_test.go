@@ -133,10 +133,11 @@ func TestAppliance(t *testing.T) {
 
 	// A member logs in from outside the container, over both ports. The
 	// chat admin (no sudo) creates the account through the daemon's socket.
-	// bob cannot read /etc/hearth/hearth.yaml (it holds secrets), so he
-	// names the data directory.
-	c.mustStdin(password+"\n", "runuser", "-u", "bob", "--", "hearth", "admin", "--data", "/var/lib/hearth",
-		"--domain", domain, "user", "add", account, "--password-stdin")
+	// bob cannot read /etc/hearth/hearth.yaml (it holds secrets); hearth
+	// admin then uses the installed socket and learns the domain from the
+	// daemon, so he needs no flags.
+	c.mustStdin(password+"\n", "runuser", "-u", "bob", "--", "hearth", "admin",
+		"user", "add", account, "--password-stdin")
 	ca := filepath.Join(tmp, "cert.pem")
 	copyFile(t, c.path("var/lib/hearth/tls/fullchain.pem"), ca)
 	clientLogin(t, c, login, ca, "127.0.0.1:5222", false, password, true)

@@ -18,6 +18,9 @@ import (
 // it when neither --data nor --config is given and it exists.
 const defaultConfig = "/etc/hearth/hearth.yaml"
 
+// defaultDataDir is where an installed hearth keeps its data and socket.
+const defaultDataDir = "/var/lib/hearth"
+
 const adminText = `
 Manage accounts. hearth admin talks to the running daemon over its admin
 socket, so changes apply to live sessions at once (a deleted or disabled
@@ -27,7 +30,8 @@ never run, so accounts can be provisioned before the first start).
 
 The instance is chosen with --data DIR (a "hearth dev" data directory) or
 --config FILE (a "hearth run" configuration). Without either, it uses
-` + defaultConfig + ` if that exists, else --data hearth-data.
+` + defaultConfig + ` if that exists (or, for a chat admin who may not
+read it, the socket in ` + defaultDataDir + `), else --data hearth-data.
 
 Commands:
   user add JID [--password-stdin] [--role admin|member|limited]
@@ -67,9 +71,16 @@ func (f instanceFlags) load() (*config.Config, error) {
 		return nil, errors.New("--domain goes with --data; with --config the domain comes from the file")
 	}
 	if f.config == "" && f.data == "" {
-		if _, err := os.Stat(defaultConfig); err == nil {
+		switch fh, err := os.Open(defaultConfig); {
+		case err == nil:
+			fh.Close()
 			f.config = defaultConfig
-		} else {
+		case errors.Is(err, os.ErrPermission):
+			// A chat admin (group hearth-admin) may not read the config,
+			// which holds secrets, but may use the daemon's socket in the
+			// installed data directory; the daemon tells the domain.
+			f.data = defaultDataDir
+		default:
 			f.data = "hearth-data"
 		}
 	}
