@@ -185,5 +185,15 @@ if [[ -f $ROOT/bench/notes.md ]]; then cp "$ROOT/bench/notes.md" "$RES/notes.md"
 
 rm -rf "$WORK/hearth" "$WORK/prosody" # per-phase copies; templates and results stay
 mkdir -p "$(dirname "$OUT")"
-"$LOAD" --mode report --results "$RES" --out "$OUT"
+# The report replaces only its own part of the document: sections other
+# benchmarks added after the marker are kept.
+marker='<!-- end of the bench-peers report: what follows is kept when it reruns -->'
+"$LOAD" --mode report --results "$RES" --out "$WORK/report.md"
+{
+	cat "$WORK/report.md"
+	echo
+	echo "$marker"
+	if [ -f "$OUT" ]; then awk -v m="$marker" 'keep { print } $0 == m { keep = 1 }' "$OUT"; fi
+} >"$WORK/benchmarks.md"
+mv "$WORK/benchmarks.md" "$OUT"
 log "wrote $OUT (raw results in $RES)"
