@@ -76,8 +76,13 @@ func TestAppliance(t *testing.T) {
 	for i, d := range debs {
 		copyFile(t, d, filepath.Join(root, "root", fmt.Sprintf("hearth-%d.deb", i+1)))
 	}
+	loop := attachLoop(t, tmp)
+	var bootExtra []string
+	if loop != "" {
+		bootExtra = append(bootExtra, "--bind="+loop)
+	}
 	bootStart := time.Now()
-	c := boot(t, root, filepath.Join(tmp, "console.log"))
+	c := boot(t, root, filepath.Join(tmp, "console.log"), bootExtra...)
 	t.Logf("container booted in %s", time.Since(bootStart).Round(time.Millisecond))
 
 	// Install: the user and directories exist, nothing prompts or starts.
@@ -144,6 +149,35 @@ func TestAppliance(t *testing.T) {
 	clientLogin(t, c, login, ca, "[::1]:5223", true, password, true)
 	clientLogin(t, c, login, ca, "127.0.0.1:5222", false, "not-the-password", false)
 
+	// A real HTTPS request through nginx, from outside the container.
+	out, err = c.netns("curl", "--fail", "--silent", "--show-error", "--max-time", "20",
+		"--cacert", ca, "--resolve", domain+":443:127.0.0.1", "--dump-header", "-",
+		"https://"+domain+"/.well-known/host-meta")
+	if err != nil || !strings.Contains(out, "urn:xmpp:alt-connections:websocket") ||
+		!strings.Contains(strings.ToLower(out), "strict-transport-security") {
+		t.Errorf("host-meta over HTTPS through nginx: %v\n%s", err, out)
+	}
+
+	// The sysadmin adds a block volume: setup formats it (it is empty and
+	// named twice), moves the data onto it, and the service comes back with
+	// every account; a second run changes nothing.
+	if loop != "" {
+		withVolume := answers + "data_device: " + loop + "\nformat_device: " + loop + "\n"
+		if err := os.WriteFile(c.path("root/setup-volume.yaml"), []byte(withVolume), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out = c.must("hearth", "setup", "--answers", "/root/setup-volume.yaml", "--yes")
+		t.Logf("hearth setup with a volume:\n%s", out)
+		assertReady(t, c)
+		if src := strings.TrimSpace(c.must("findmnt", "--noheadings", "--output", "SOURCE", "/var/lib/hearth")); src != loop {
+			t.Errorf("/var/lib/hearth is mounted from %q, want %s", src, loop)
+		}
+		clientLogin(t, c, login, ca, "127.0.0.1:5222", false, password, true)
+		if out, err := c.run("", "hearth", "plan", "--answers", "/root/setup-volume.yaml"); err != nil {
+			t.Errorf("hearth plan after adding the volume: %v\n%s", err, out)
+		}
+	}
+
 	// Upgrade while running: the new binary serves, under a new process.
 	before := c.show("hearth.service", "MainPID")
 	c.must("dpkg", "-i", "/root/hearth-2.deb")
@@ -181,7 +215,9 @@ func TestAppliance(t *testing.T) {
 			t.Errorf("%s entry hearth still exists after purge: %s", db, out)
 		}
 	}
-	if !c.exists("var/lib/hearth/hearth.db") {
+	// Asked inside the container: the data may be on a volume mounted only
+	// in the container's mount namespace.
+	if _, err := c.run("", "test", "-f", "/var/lib/hearth/hearth.db"); err != nil {
 		t.Error("purge removed the database /var/lib/hearth/hearth.db")
 	}
 	if out, err := c.run("", "pgrep", "-x", "hearth"); err == nil {
@@ -193,7 +229,9 @@ func TestAppliance(t *testing.T) {
 	writeConfig(t, c)
 	c.must("systemctl", "enable", "--now", "hearth.service")
 	assertReady(t, c)
-	copyFile(t, c.path("var/lib/hearth/cert.pem"), ca)
+	if err := os.WriteFile(ca, []byte(c.must("cat", "/var/lib/hearth/cert.pem")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	clientLogin(t, c, login, ca, "127.0.0.1:5222", false, password, true)
 
 	t.Logf("MEASURE deb_size_bytes=%d (%.1f MiB)", debSize, float64(debSize)/(1<<20))

@@ -76,7 +76,7 @@ type container struct {
 // machine is not systemd, so the container is not registered with machined
 // (--register=no, --keep-unit); it gets a pure cgroup v2 tree so systemd's
 // sandboxing works inside, and the bpf syscall for device and IP policies.
-func boot(t *testing.T, root, logFile string) *container {
+func boot(t *testing.T, root, logFile string, extra ...string) *container {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(root, "etc/hostname"), []byte("hearth-appliance\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -85,9 +85,10 @@ func boot(t *testing.T, root, logFile string) *container {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("systemd-nspawn", "--boot", "--register=no", "--keep-unit",
+	args := append([]string{"--boot", "--register=no", "--keep-unit",
 		"--private-network", "--system-call-filter=bpf",
-		"--machine=hearth-appliance", "--directory="+root)
+		"--machine=hearth-appliance", "--directory=" + root}, extra...)
+	cmd := exec.Command("systemd-nspawn", args...)
 	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -235,4 +236,34 @@ func tail(b []byte, lines int) string {
 func readTail(path string) string {
 	b, _ := os.ReadFile(path)
 	return tail(b, 30)
+}
+
+// attachLoop backs a loop device with an empty file, as the block volume a
+// sysadmin adds to a VPS. It returns "" when this machine has no loop
+// devices; the volume step is then covered by the installer's unit tests
+// only. The device is detached when the test ends. Nothing is mounted on
+// the host: formatting and mounting happen inside the container.
+func attachLoop(t *testing.T, dir string) string {
+	t.Helper()
+	img := filepath.Join(dir, "volume.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(256 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Logf("no loop device here (%v: %s): the data volume step is not exercised in the container", err, strings.TrimSpace(string(out)))
+		return ""
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+			t.Logf("losetup --detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
 }
