@@ -41,6 +41,13 @@ test-interop:
 test-reliability:
 	$(GO) test -tags reliability -count=1 -v ./reliability/...
 
+# The Conversations compliance tester's checks (caas), as a client would,
+# against a real "hearth dev": prints a PASS/FAIL/PENDING table. Run from
+# the package directory so go test streams the table even when it passes.
+.PHONY: compliance
+compliance:
+	cd compliance && $(GO) test -tags compliance -count=1 -timeout 5m
+
 # What CI runs on a fresh Debian machine: installs the test packages (as root), then make test.
 ci:
 	.ci/run
