@@ -73,6 +73,9 @@ func (m *Module) store(ctx context.Context, ev *xmpp.Event) bool {
 				st.To.Bare().String(), m.h.Config.Limits.MaxOfflineMessages)})
 	case err != nil:
 		m.h.Log.Error("store offline message", "user", user, "err", err)
+		// Stream management must not count this stanza as handled: an ack
+		// would tell the sender it is stored (disk full, issue 5 item 9).
+		st.HoldAck()(fmt.Errorf("store offline message for %s: %w", user, err))
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint",
 			Text: "the server could not store this message; try again later"})
 	}
