@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -327,5 +326,3 @@ func firstLine(b []byte, err error) string {
 	}
 	return s
 }
-
-var errNoClock = errors.New("not supported here")

@@ -33,7 +33,6 @@ type scanner struct {
 	quote     byte
 	tagStart  int
 	elemStart int
-	inElem    bool
 }
 
 func newScanner(rd io.Reader, size int) *scanner {

@@ -111,9 +111,7 @@ func ErrorReply(el *elem.Element, se *StanzaError) *elem.Element {
 	r.Set("to", el.Get("from"))
 	r.Set("type", "error")
 	if el.Name.Local != "iq" {
-		for _, c := range el.Children {
-			r.Children = append(r.Children, c)
-		}
+		r.Children = append(r.Children, el.Children...)
 	} else if p := el.FirstElement(); p != nil {
 		r.Children = append(r.Children, p)
 	}

@@ -127,7 +127,7 @@ func TestRealNginxServesRenderedVhosts(t *testing.T) {
 	if loc := resp.Header.Get("Location"); resp.StatusCode != 301 || loc != "https://chat.example.org:"+strings.Split(httpsAddr, ":")[1]+"/invite/abc" {
 		t.Errorf("port 80 redirect: %d %q", resp.StatusCode, loc)
 	}
-	resp, body = get(plain, "http://chat.example.org/.well-known/hearth-nginx")
+	_, body = get(plain, "http://chat.example.org/.well-known/hearth-nginx")
 	if strings.TrimSpace(body) != nginx.Serial(files) {
 		t.Errorf("serial endpoint says %q, want %q", body, nginx.Serial(files))
 	}

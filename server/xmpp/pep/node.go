@@ -188,17 +188,6 @@ func (m *Module) itemElement(ns string, it *item, payload bool) *elem.Element {
 // form is a submitted data form (XEP-0004): var -> values.
 type form map[string][]string
 
-func (f form) get(k string) (string, bool) {
-	v, ok := f[k]
-	if !ok {
-		return "", false
-	}
-	if len(v) == 0 {
-		return "", true
-	}
-	return v[0], true
-}
-
 func parseForm(x *elem.Element) form {
 	f := form{}
 	if x == nil {

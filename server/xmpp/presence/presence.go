@@ -472,9 +472,7 @@ func (m *Module) inboundSubscribe(ctx context.Context, st *xmpp.Stanza) {
 		return true, ch, nil
 	})
 	out := presenceEl(contact.String(), st.To.String(), "subscribe")
-	for _, c := range st.El.Children {
-		out.Children = append(out.Children, c)
-	}
+	out.Children = append(out.Children, st.El.Children...)
 	deliver(m.availableSessions(user), out)
 }
 

@@ -42,7 +42,10 @@ func credentials(t testing.TB, user, password string) map[string]store.ScramCred
 			t.Fatal(err)
 		}
 		salt := []byte("0123456789abcdef")
-		sc := c.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: testIters})
+		sc, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: testIters})
+		if err != nil {
+			t.Fatal(err)
+		}
 		out[hashName(mech)] = store.ScramCredential{Salt: salt, Iters: testIters, StoredKey: sc.StoredKey, ServerKey: sc.ServerKey}
 	}
 	return out
