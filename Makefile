@@ -72,3 +72,11 @@ bench-mam:
 # and lintian; caches the root filesystem in /var/cache/hearth-appliance.
 test-appliance:
 	$(GO) test -tags appliance -count=1 -v -timeout 15m ./appliance/...
+
+.PHONY: lint
+# gofmt, go vet and staticcheck (pinned) must all be clean.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
