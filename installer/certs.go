@@ -2,20 +2,13 @@ package installer
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
+	"github.com/merveilles/hearth/internal/selfsigned"
 	"github.com/merveilles/hearth/templates/nginx"
 )
 
@@ -95,42 +88,19 @@ func (s Certs) Plan(ctx context.Context, h *Host) ([]Action, error) {
 	return acts, nil
 }
 
-// writeSelfSigned makes the first certificate. (installer does not import
-// server, so this is not server/certs' copy.)
+// writeSelfSigned makes the first certificate.
 func writeSelfSigned(certFile, keyFile string, names []string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"hearth self-signed"}},
-		DNSNames:              names,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("self-signed certificate: %w", err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	certPEM, keyPEM, err := selfsigned.New(names)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(certFile), 0o750); err != nil {
 		return err
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return os.WriteFile(certFile, certPEM, 0o644)
 }
 
 // Where the daemon keeps the certificate that its ports and nginx serve.

@@ -16,7 +16,6 @@ package certs
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,7 +28,6 @@ import (
 	"io"
 
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +37,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/merveilles/hearth/internal/selfsigned"
 	"go.uber.org/zap"
 )
 
@@ -294,7 +293,11 @@ func (m *Manager) Renew(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("ACME order for %v: %w", m.cfg.Names, err)
 	}
-	if err := writePair(m.cfg.CertFile, m.cfg.KeyFile, issued.Certificate, key); err != nil {
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return false, err
+	}
+	if err := writePair(m.cfg.CertFile, m.cfg.KeyFile, issued.Certificate, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})); err != nil {
 		return false, err
 	}
 	m.cfg.Log.Info("new certificate in place", "names", m.cfg.Names, "file", m.cfg.CertFile)
@@ -383,43 +386,21 @@ func ReadLeaf(path string) (*x509.Certificate, error) {
 
 // WriteSelfSigned writes a self-signed certificate for names.
 func WriteSelfSigned(certFile, keyFile string, names []string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := selfsigned.New(names)
 	if err != nil {
 		return err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"hearth self-signed"}},
-		DNSNames:              names,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("self-signed certificate: %w", err)
-	}
-	return writePair(certFile, keyFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key)
+	return writePair(certFile, keyFile, certPEM, keyPEM)
 }
 
 // writePair replaces the key, then the certificate: the path unit that
 // reloads nginx watches the certificate, so it fires once both match.
-func writePair(certFile, keyFile string, chainPEM []byte, key crypto.Signer) error {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
+func writePair(certFile, keyFile string, chainPEM, keyPEM []byte) error {
 	if err := os.MkdirAll(filepath.Dir(certFile), 0o750); err != nil {
 		return fmt.Errorf("certificate directory: %w", err)
 	}
 	// nginx's master runs as root and reads the key as root: 0600 is enough.
-	if err := writeAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := writeAtomic(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
 	return writeAtomic(certFile, chainPEM, 0o644)
