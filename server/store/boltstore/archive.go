@@ -121,41 +121,47 @@ func (s *Store) AppendArchive(ctx context.Context, user string, recs ...store.Ar
 		if err != nil {
 			return err
 		}
-		m, err := mb.CreateBucketIfNotExists(bucketMAMMsgs)
-		if err != nil {
-			return err
-		}
-		w, err := mb.CreateBucketIfNotExists(bucketMAMWith)
-		if err != nil {
-			return err
-		}
-		c, err := mb.CreateBucketIfNotExists(bucketMAMCount)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			k := be64(r.ID)
-			if m.Get(k) != nil {
-				return fmt.Errorf("archive id %d: %w", r.ID, store.ErrExists)
-			}
-			if err := m.Put(k, encodeRecord(r)); err != nil {
-				return err
-			}
-			bare := bareOf(r.With)
-			if err := w.Put(withKey(bare, r.ID), nil); err != nil {
-				return err
-			}
-			if err := addCount(c, bare, 1); err != nil {
-				return err
-			}
-			if err := addCount(c, "", 1); err != nil {
-				return err
-			}
-		}
-		return nil
+		return appendRecords(mb, recs)
 	})
 	if err != nil {
 		return fmt.Errorf("archive for %s: %w", user, err)
+	}
+	return nil
+}
+
+// appendRecords adds records to the archive kept in mb (a user's or a
+// room's "mam" bucket), creating its sub-buckets on first use.
+func appendRecords(mb *bolt.Bucket, recs []store.ArchiveRecord) error {
+	m, err := mb.CreateBucketIfNotExists(bucketMAMMsgs)
+	if err != nil {
+		return err
+	}
+	w, err := mb.CreateBucketIfNotExists(bucketMAMWith)
+	if err != nil {
+		return err
+	}
+	c, err := mb.CreateBucketIfNotExists(bucketMAMCount)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		k := be64(r.ID)
+		if m.Get(k) != nil {
+			return fmt.Errorf("archive id %d: %w", r.ID, store.ErrExists)
+		}
+		if err := m.Put(k, encodeRecord(r)); err != nil {
+			return err
+		}
+		bare := bareOf(r.With)
+		if err := w.Put(withKey(bare, r.ID), nil); err != nil {
+			return err
+		}
+		if err := addCount(c, bare, 1); err != nil {
+			return err
+		}
+		if err := addCount(c, "", 1); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -201,12 +207,27 @@ func (ic idCursor) prev() (uint64, bool) { k, _ := ic.c.Prev(); return ic.id(k) 
 
 // QueryArchive returns one page of a user's archive.
 func (s *Store) QueryArchive(ctx context.Context, user string, q store.ArchiveQuery) (store.ArchivePage, error) {
+	var page store.ArchivePage
+	err := s.db.View(func(tx *bolt.Tx) error {
+		mb, _ := subBucket(tx, user, bucketMAM, false)
+		var err error
+		page, err = queryRecords(mb, q)
+		return err
+	})
+	if err != nil {
+		return store.ArchivePage{}, fmt.Errorf("query archive of %s: %w", user, err)
+	}
+	return page, nil
+}
+
+// queryRecords returns one page of the archive kept in mb, which may be nil
+// (nothing archived yet).
+func queryRecords(mb *bolt.Bucket, q store.ArchiveQuery) (store.ArchivePage, error) {
 	page := store.ArchivePage{Complete: true}
 	if q.Max < 0 {
 		q.Max = 0
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		mb, _ := subBucket(tx, user, bucketMAM, false)
+	err := func() error {
 		if mb == nil || mb.Bucket(bucketMAMMsgs) == nil {
 			page.Count = 0
 			return nil
@@ -241,7 +262,7 @@ func (s *Store) QueryArchive(ctx context.Context, user string, q store.ArchiveQu
 		}
 
 		if len(q.IDs) > 0 {
-			return s.queryIDs(&page, q, lo, hi, match)
+			return queryIDs(&page, q, lo, hi, match)
 		}
 
 		var ic idCursor
@@ -325,14 +346,14 @@ func (s *Store) QueryArchive(ctx context.Context, user string, q store.ArchiveQu
 		}
 		page.Records = recs
 		return nil
-	})
+	}()
 	if err != nil {
-		return store.ArchivePage{}, fmt.Errorf("query archive of %s: %w", user, err)
+		return store.ArchivePage{}, err
 	}
 	return page, nil
 }
 
-func (s *Store) queryIDs(page *store.ArchivePage, q store.ArchiveQuery, lo, hi uint64, match func(uint64) (store.ArchiveRecord, bool, error)) error {
+func queryIDs(page *store.ArchivePage, q store.ArchiveQuery, lo, hi uint64, match func(uint64) (store.ArchiveRecord, bool, error)) error {
 	ids := slices.Clone(q.IDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -395,7 +416,11 @@ func (s *Store) PruneArchive(ctx context.Context, before time.Time, dryRun bool,
 		return st, fmt.Errorf("prune archives: %w", err)
 	}
 	for i, user := range users {
-		removed, kept, err := s.pruneUserArchive(ctx, user, cutoff, dryRun)
+		locate := func(tx *bolt.Tx) *bolt.Bucket {
+			mb, _ := subBucket(tx, user, bucketMAM, false)
+			return mb
+		}
+		removed, kept, err := s.pruneRecords(ctx, locate, cutoff, dryRun)
 		if err != nil {
 			return st, fmt.Errorf("prune archive of %s: %w", user, err)
 		}
@@ -411,14 +436,17 @@ func (s *Store) PruneArchive(ctx context.Context, before time.Time, dryRun bool,
 	return st, nil
 }
 
-func (s *Store) pruneUserArchive(ctx context.Context, user string, cutoff uint64, dryRun bool) (removed, kept int, err error) {
+// pruneRecords deletes the records before cutoff (an ID, that is a time in
+// ns) from the archive bucket locate finds, one chunk per transaction;
+// locate returns nil when there is no archive.
+func (s *Store) pruneRecords(ctx context.Context, locate func(*bolt.Tx) *bolt.Bucket, cutoff uint64, dryRun bool) (removed, kept int, err error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return removed, kept, err
 		}
 		n, more := 0, false
 		fn := func(tx *bolt.Tx) error {
-			mb, _ := subBucket(tx, user, bucketMAM, false)
+			mb := locate(tx)
 			if mb == nil || mb.Bucket(bucketMAMMsgs) == nil {
 				return nil
 			}
