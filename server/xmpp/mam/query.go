@@ -16,7 +16,8 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/elem"
 )
 
-const stampFormat = "2006-01-02T15:04:05.000000Z"
+// StampFormat is how archive times are shown (XEP-0082, to the microsecond).
+const StampFormat = "2006-01-02T15:04:05.000000Z"
 
 func (m *Module) get(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error) {
 	switch iq.Payload().Name.Local {
@@ -129,6 +130,19 @@ func notFound(what string) error {
 
 // parseQuery turns a query element into a store query.
 func (m *Module) parseQuery(ctx context.Context, user string, q *elem.Element) (store.ArchiveQuery, bool, error) {
+	return ParseQuery(ctx, q, func(ctx context.Context, aq store.ArchiveQuery) (store.ArchivePage, error) {
+		return m.archive.QueryArchive(ctx, user, aq)
+	})
+}
+
+// Lookup runs a store query on one archive (an account's or a room's).
+type Lookup func(ctx context.Context, q store.ArchiveQuery) (store.ArchivePage, error)
+
+// ParseQuery turns a mam:2 query element into a store query and reports
+// whether the page is to be flipped. IDs the query names must exist in the
+// archive that lookup reads (XEP-0313 section 4.1.1). Rooms share it so
+// that both archives answer the same queries the same way.
+func ParseQuery(ctx context.Context, q *elem.Element, lookup Lookup) (store.ArchiveQuery, bool, error) {
 	var aq store.ArchiveQuery
 	var mustExist []uint64
 	id := func(field, s string) (uint64, error) {
@@ -234,7 +248,7 @@ func (m *Module) parseQuery(ctx context.Context, user string, q *elem.Element) (
 	// XEP-0313 section 4.1.1 and XEP-0059: an unknown ID is an error, not an
 	// empty page.
 	if len(mustExist) > 0 {
-		page, err := m.archive.QueryArchive(ctx, user, store.ArchiveQuery{IDs: mustExist, Max: len(mustExist)})
+		page, err := lookup(ctx, store.ArchiveQuery{IDs: mustExist, Max: len(mustExist)})
 		if err != nil {
 			return aq, false, err
 		}
@@ -260,17 +274,25 @@ func (m *Module) query(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, err
 	if err != nil {
 		return nil, err
 	}
+	return SendPage(q, page, flip, iq.From.Bare().String(), iq.Origin, func(id uint64, err error) {
+		m.h.Log.Error("archived message unreadable", "user", user, "id", id, "err", err)
+	})
+}
+
+// SendPage sends the results of query q to the session that asked, as
+// messages from archive (the account's bare JID or the room's JID), and
+// returns the <fin/> that ends the query.
+func SendPage(q *elem.Element, page store.ArchivePage, flip bool, archive string, to *xmpp.Session, unreadable func(id uint64, err error)) (*elem.Element, error) {
 	recs := page.Records
 	if flip {
 		recs = slices.Clone(recs)
 		slices.Reverse(recs)
 	}
 	queryID := q.Get("queryid")
-	owner := iq.From.Bare().String()
 	for _, r := range recs {
-		fwd, err := parseStanza(r.Stanza)
+		fwd, err := ParseStanza(r.Stanza)
 		if err != nil {
-			m.h.Log.Error("archived message unreadable", "user", user, "id", r.ID, "err", err)
+			unreadable(r.ID, err)
 			continue
 		}
 		res := elem.New(NS, "result", "id", FormatID(r.ID))
@@ -278,11 +300,11 @@ func (m *Module) query(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, err
 			res.Set("queryid", queryID)
 		}
 		res.Add(elem.New(NSForward, "forwarded").Add(
-			elem.New(NSDelay, "delay", "stamp", r.Time().Format(stampFormat)),
+			elem.New(NSDelay, "delay", "stamp", r.Time().Format(StampFormat)),
 			fwd,
 		))
-		msg := elem.New(elem.NSClient, "message", "from", owner, "to", iq.From.String()).Add(res)
-		if err := iq.Origin.Send(msg); err != nil {
+		msg := elem.New(elem.NSClient, "message", "from", archive, "to", to.JID().String()).Add(res)
+		if err := to.Send(msg); err != nil {
 			return nil, xmpp.ErrHandled // the session is gone
 		}
 	}
@@ -301,8 +323,8 @@ func (m *Module) query(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, err
 	return fin.Add(set), nil
 }
 
-// parseStanza reads a stored message back into an element.
-func parseStanza(raw []byte) (*elem.Element, error) {
+// ParseStanza reads a stored message back into an element.
+func ParseStanza(raw []byte) (*elem.Element, error) {
 	doc := "<stream xmlns='" + elem.NSClient + "'>" + string(raw)
 	d := elem.NewDecoder(strings.NewReader(doc), elem.Limits{MaxBytes: len(doc) + 1, MaxDepth: 1000})
 	if _, err := d.ReadHeader(); err != nil {
