@@ -54,6 +54,12 @@ func withKey(bare string, id uint64) []byte {
 	return append(k, be64(id)...)
 }
 
+// indexKey says under which key of the "w" index and the "c" counters a
+// record's With is filed, and so what ArchiveQuery.WithBare matches: the
+// contact's bare JID in a user's archive (bareOf), the whole occupant JID
+// in a room's, where every bare JID would be the room.
+type indexKey func(with string) string
+
 func bareOf(j string) string {
 	if i := bytes.IndexByte([]byte(j), '/'); i >= 0 {
 		return j[:i]
@@ -121,7 +127,7 @@ func (s *Store) AppendArchive(ctx context.Context, user string, recs ...store.Ar
 		if err != nil {
 			return err
 		}
-		return appendRecords(mb, recs)
+		return appendRecords(mb, recs, bareOf)
 	})
 	if err != nil {
 		return fmt.Errorf("archive for %s: %w", user, err)
@@ -131,7 +137,7 @@ func (s *Store) AppendArchive(ctx context.Context, user string, recs ...store.Ar
 
 // appendRecords adds records to the archive kept in mb (a user's or a
 // room's "mam" bucket), creating its sub-buckets on first use.
-func appendRecords(mb *bolt.Bucket, recs []store.ArchiveRecord) error {
+func appendRecords(mb *bolt.Bucket, recs []store.ArchiveRecord, key indexKey) error {
 	m, err := mb.CreateBucketIfNotExists(bucketMAMMsgs)
 	if err != nil {
 		return err
@@ -152,7 +158,7 @@ func appendRecords(mb *bolt.Bucket, recs []store.ArchiveRecord) error {
 		if err := m.Put(k, encodeRecord(r)); err != nil {
 			return err
 		}
-		bare := bareOf(r.With)
+		bare := key(r.With)
 		if err := w.Put(withKey(bare, r.ID), nil); err != nil {
 			return err
 		}
@@ -211,7 +217,7 @@ func (s *Store) QueryArchive(ctx context.Context, user string, q store.ArchiveQu
 	err := s.db.View(func(tx *bolt.Tx) error {
 		mb, _ := subBucket(tx, user, bucketMAM, false)
 		var err error
-		page, err = queryRecords(mb, q)
+		page, err = queryRecords(mb, q, bareOf)
 		return err
 	})
 	if err != nil {
@@ -222,7 +228,7 @@ func (s *Store) QueryArchive(ctx context.Context, user string, q store.ArchiveQu
 
 // queryRecords returns one page of the archive kept in mb, which may be nil
 // (nothing archived yet).
-func queryRecords(mb *bolt.Bucket, q store.ArchiveQuery) (store.ArchivePage, error) {
+func queryRecords(mb *bolt.Bucket, q store.ArchiveQuery, key indexKey) (store.ArchivePage, error) {
 	page := store.ArchivePage{Complete: true}
 	if q.Max < 0 {
 		q.Max = 0
@@ -252,7 +258,7 @@ func queryRecords(mb *bolt.Bucket, q store.ArchiveQuery) (store.ArchivePage, err
 			if err != nil {
 				return r, false, err
 			}
-			if q.WithBare != "" && bareOf(r.With) != q.WithBare {
+			if q.WithBare != "" && key(r.With) != q.WithBare {
 				return r, false, nil
 			}
 			if q.WithFull != "" && r.With != q.WithFull {
@@ -420,7 +426,7 @@ func (s *Store) PruneArchive(ctx context.Context, before time.Time, dryRun bool,
 			mb, _ := subBucket(tx, user, bucketMAM, false)
 			return mb
 		}
-		removed, kept, err := s.pruneRecords(ctx, locate, cutoff, dryRun)
+		removed, kept, err := s.pruneRecords(ctx, locate, bareOf, cutoff, dryRun)
 		if err != nil {
 			return st, fmt.Errorf("prune archive of %s: %w", user, err)
 		}
@@ -439,7 +445,7 @@ func (s *Store) PruneArchive(ctx context.Context, before time.Time, dryRun bool,
 // pruneRecords deletes the records before cutoff (an ID, that is a time in
 // ns) from the archive bucket locate finds, one chunk per transaction;
 // locate returns nil when there is no archive.
-func (s *Store) pruneRecords(ctx context.Context, locate func(*bolt.Tx) *bolt.Bucket, cutoff uint64, dryRun bool) (removed, kept int, err error) {
+func (s *Store) pruneRecords(ctx context.Context, locate func(*bolt.Tx) *bolt.Bucket, key indexKey, cutoff uint64, dryRun bool) (removed, kept int, err error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return removed, kept, err
@@ -474,7 +480,7 @@ func (s *Store) pruneRecords(ctx context.Context, locate func(*bolt.Tx) *bolt.Bu
 				if err != nil {
 					return err
 				}
-				dead = append(dead, victim{id, bareOf(r.With)})
+				dead = append(dead, victim{id, key(r.With)})
 			}
 			// Deleting under a live cursor skips keys in bbolt: delete
 			// after the walk.
