@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -36,7 +37,9 @@ const (
 // Server accepts client streams (c2s) and hands bound sessions to the
 // router.
 type Server struct {
-	cfg      *config.Config
+	// cfg is the live configuration: Reload swaps it, and everything that
+	// may change without a restart reads it at use time.
+	cfg      *atomic.Pointer[config.Config]
 	router   *Router
 	host     *Host
 	tls      *tls.Config
@@ -55,10 +58,12 @@ type Server struct {
 // GetCertificate may reload it).
 func NewServer(cfg *config.Config, st store.Store, tlsConf *tls.Config, log *slog.Logger) *Server {
 	r := NewRouter(cfg.Domain, st, log)
+	live := new(atomic.Pointer[config.Config])
+	live.Store(cfg)
 	s := &Server{
-		cfg:    cfg,
+		cfg:    live,
 		router: r,
-		host:   &Host{r: r, Store: st, Log: log, Config: cfg},
+		host:   &Host{r: r, Store: st, Log: log, cfg: live},
 		tls:    tlsConf,
 		log:    log,
 		conns:  make(map[net.Conn]struct{}),
@@ -67,6 +72,20 @@ func NewServer(cfg *config.Config, st store.Store, tlsConf *tls.Config, log *slo
 	}
 	s.sasl = sasl.NewServer(cfg.Domain, st.GetAccount, cfg.Auth.ScramIterations)
 	return s
+}
+
+// Config is the live configuration.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+// Reload makes cfg the live configuration and fires "config/reloaded".
+// The caller decides what may change: the domain and anything bound at
+// start (listeners, storage, TLS files) must be carried over unchanged.
+// Settings read at use time take effect at once; sessions already bound
+// keep the output limits they started with.
+func (s *Server) Reload(ctx context.Context, cfg *config.Config) {
+	s.cfg.Store(cfg)
+	s.throttle.configure(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerAccount, cfg.Auth.FailureWindow.D())
+	s.router.Fire(ctx, "config/reloaded", &Event{})
 }
 
 // Host returns the module-facing host.
@@ -78,7 +97,7 @@ func (s *Server) Router() *Router { return s.router }
 // Register adds feature modules in order.
 func (s *Server) Register(mods ...Module) error {
 	for _, m := range mods {
-		h := &Host{r: s.router, Store: s.host.Store, Log: s.log.With("module", m.Name()), Config: s.cfg}
+		h := &Host{r: s.router, Store: s.host.Store, Log: s.log.With("module", m.Name()), cfg: s.cfg}
 		if err := m.Register(h); err != nil {
 			return fmt.Errorf("module %s: %w", m.Name(), err)
 		}
@@ -234,14 +253,15 @@ func (s *Server) sessionGoroutine(ctx context.Context, c *conn, sess *Session) {
 // closes the connection and returns a nil session.
 func (s *Server) negotiateConn(ctx context.Context, raw net.Conn, directTLS bool) (*conn, *Session) {
 	c := &conn{srv: s, raw: raw, netConn: raw}
-	c.rate = newRateLimiter(s.cfg.Limits.ReadBytesPerSecond, s.cfg.Limits.ReadBurstBytes)
+	cfg := s.Config()
+	c.rate = newRateLimiter(cfg.Limits.ReadBytesPerSecond, cfg.Limits.ReadBurstBytes)
 	c.ip, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(2 * time.Minute)
 	}
 	// Everything before binding must finish within the auth timeout.
-	_ = raw.SetDeadline(time.Now().Add(s.cfg.Limits.AuthTimeout.D()))
+	_ = raw.SetDeadline(time.Now().Add(cfg.Limits.AuthTimeout.D()))
 	if directTLS {
 		tc := tls.Server(raw, s.directTLSConfig())
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -319,11 +339,13 @@ const (
 )
 
 func (c *conn) preauthLimits() elem.Limits {
-	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytesPreAuth, MaxDepth: min(16, c.srv.cfg.Limits.MaxDepth), MaxNodes: maxNodesPreAuth}
+	l := &c.srv.Config().Limits
+	return elem.Limits{MaxBytes: l.MaxStanzaBytesPreAuth, MaxDepth: min(16, l.MaxDepth), MaxNodes: maxNodesPreAuth}
 }
 
 func (c *conn) limits() elem.Limits {
-	return elem.Limits{MaxBytes: c.srv.cfg.Limits.MaxStanzaBytes, MaxDepth: c.srv.cfg.Limits.MaxDepth, MaxNodes: maxNodes}
+	l := &c.srv.Config().Limits
+	return elem.Limits{MaxBytes: l.MaxStanzaBytes, MaxDepth: l.MaxDepth, MaxNodes: maxNodes}
 }
 
 func (c *conn) write(s string) error {
@@ -381,8 +403,8 @@ func (c *conn) openStream() error {
 	if defaultNS != elem.NSClient {
 		return &StreamError{Condition: "invalid-namespace", Text: "the default namespace must be jabber:client"}
 	}
-	if !strings.EqualFold(to, c.srv.cfg.Domain) {
-		return &StreamError{Condition: "host-unknown", Text: "this server serves " + c.srv.cfg.Domain}
+	if !strings.EqualFold(to, c.srv.router.domain) {
+		return &StreamError{Condition: "host-unknown", Text: "this server serves " + c.srv.router.domain}
 	}
 	if !strings.HasPrefix(version, "1.") {
 		return &StreamError{Condition: "unsupported-version", Text: "this server speaks XMPP 1.0"}
@@ -415,7 +437,7 @@ func streamOpenTag(hdr xml.StartElement) string {
 // header is the server's stream header (RFC 6120 4.7).
 func (c *conn) header() string {
 	return "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='" +
-		c.id + "' from='" + c.srv.cfg.Domain + "' version='1.0' xml:lang='en'>"
+		c.id + "' from='" + c.srv.router.domain + "' version='1.0' xml:lang='en'>"
 }
 
 // readError maps a decoder error to the stream error to send, if any.
@@ -724,7 +746,7 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 				}
 				continue
 			}
-			sess := newSession(prev.JID(), c.netConn, &c.srv.cfg.Limits)
+			sess := newSession(prev.JID(), c.netConn, &c.srv.Config().Limits)
 			sess.filters = c.srv.router.outboundFilters()
 			sess.raw = c.raw
 			sess.resumes, sess.resumeNS = prev, e.Name.Space
@@ -745,21 +767,21 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 		if res == "" {
 			res = "hearth-" + randomID()[:8]
 		}
-		full, err := jid.New(c.user, c.srv.cfg.Domain, res)
+		full, err := jid.New(c.user, c.srv.router.domain, res)
 		if err != nil {
 			if err := c.writeEl(ErrorReply(e, ErrBadRequest("the resource is not valid: "+err.Error()))); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if n := len(c.srv.router.Sessions(c.user)); n >= c.srv.cfg.Limits.MaxSessionsPerAccount && c.srv.router.Session(full) == nil {
+		if n := len(c.srv.router.Sessions(c.user)); n >= c.srv.Config().Limits.MaxSessionsPerAccount && c.srv.router.Session(full) == nil {
 			se := &StanzaError{Type: "wait", Condition: "resource-constraint", Text: fmt.Sprintf("this account already has %d sessions", n)}
 			if err := c.writeEl(ErrorReply(e, se)); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		sess := newSession(full, c.netConn, &c.srv.cfg.Limits)
+		sess := newSession(full, c.netConn, &c.srv.Config().Limits)
 		sess.filters = c.srv.router.outboundFilters()
 		sess.raw = c.raw
 		reply := ResultReply(e, elem.New(NSBind, "bind").Add(elem.New(NSBind, "jid").AddText(full.String())))

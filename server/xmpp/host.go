@@ -3,6 +3,7 @@ package xmpp
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 
@@ -16,10 +17,10 @@ import (
 // events, and sends stanzas. A module gets nothing else, so features can
 // only meet through events and the store.
 type Host struct {
-	r      *Router
-	Store  store.Store
-	Log    *slog.Logger
-	Config *config.Config
+	r     *Router
+	Store store.Store
+	Log   *slog.Logger
+	cfg   *atomic.Pointer[config.Config] // owned by the Server, swapped by Reload
 }
 
 // Module is one XMPP feature.
@@ -29,6 +30,12 @@ type Module interface {
 	// Register declares features and handlers on the host.
 	Register(h *Host) error
 }
+
+// Config is the live configuration. Read it when the value is used, not
+// once in Register: a reload (SIGHUP) swaps it, and "config/reloaded"
+// fires afterwards. The domain, listeners, data directory and TLS files
+// never change in a running server.
+func (h *Host) Config() *config.Config { return h.cfg.Load() }
 
 // Domain is the server's domain.
 func (h *Host) Domain() string { return h.r.domain }
@@ -89,6 +96,9 @@ func (h *Host) HandleIQ(target Target, typ, ns string, fn IQHandler) {
 //	                         (it gets no session/closed)
 //	session/closed           a session ended
 //	server/shutdown          the server is stopping; sessions are still bound
+//	config/reloaded          the live configuration was replaced (SIGHUP);
+//	                         Config() returns the new one (no Stanza, no
+//	                         Session)
 //
 // Modules may fire their own events with Fire.
 func (h *Host) Hook(event string, priority int, fn HookFunc) { h.r.addHook(event, priority, fn) }

@@ -38,6 +38,14 @@ func newAuthThrottle(perIP, perAccount int, window time.Duration) *authThrottle 
 	}
 }
 
+// configure changes the limits (a configuration reload); failures already
+// counted stay counted.
+func (t *authThrottle) configure(perIP, perAccount int, window time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.perIP, t.perAccount, t.window = perIP, perAccount, window
+}
+
 // backoff is how long after the last failure the next attempt must wait,
 // once a limit is passed: 1s, 2s, 4s ... capped at a minute.
 func backoff(over int) time.Duration {

@@ -46,8 +46,8 @@ const (
 type Module struct {
 	h *xmpp.Host
 
-	capsOnce sync.Once
-	ver      string
+	mu  sync.Mutex
+	ver string // empty until first use, and again after a reload
 }
 
 // New returns the disco module.
@@ -67,6 +67,14 @@ func (m *Module) Register(h *xmpp.Host) error {
 		h.HandleIQ(t, "get", NSInfo, m.accountInfo)
 		h.HandleIQ(t, "get", NSItems, m.accountItems)
 	}
+	// What modules add to the server's info may follow the configuration
+	// (the E2EE policy form): compute the hash again after a reload.
+	h.Hook("config/reloaded", 0, func(context.Context, *xmpp.Event) bool {
+		m.mu.Lock()
+		m.ver = ""
+		m.mu.Unlock()
+		return false
+	})
 	h.AddStreamFeature(func(*xmpp.Session) *elem.Element {
 		return elem.New(NSCaps, "c", "hash", "sha-1", "node", CapsNode, "ver", m.Ver())
 	})
@@ -74,12 +82,14 @@ func (m *Module) Register(h *xmpp.Host) error {
 }
 
 // Ver is the XEP-0115 verification string of the server's disco#info. It is
-// computed on first use, when every module has registered its features.
+// computed on first use, when every module has registered its features,
+// and after each configuration reload.
 func (m *Module) Ver() string {
-	m.capsOnce.Do(func() {
-		q := m.serverInfo(context.Background(), jid.JID{}, nil)
-		m.ver = CapsVer(q)
-	})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ver == "" {
+		m.ver = CapsVer(m.serverInfo(context.Background(), jid.JID{}, nil))
+	}
 	return m.ver
 }
 

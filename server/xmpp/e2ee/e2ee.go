@@ -104,8 +104,7 @@ func PolicyViolation() *xmpp.StanzaError {
 const hookPriority = 900
 
 type module struct {
-	h      *xmpp.Host
-	policy Policy
+	h *xmpp.Host
 }
 
 // New returns the module for the configured policy.
@@ -115,15 +114,20 @@ func (*module) Name() string { return "e2ee" }
 
 func (m *module) Register(h *xmpp.Host) error {
 	m.h = h
-	m.policy = Policy(h.Config.E2EE.Policy)
-	if m.policy == "" {
-		m.policy = Required
-	}
 	h.Hook("disco/info/host", 0, m.discoInfo)
-	if m.policy != Off {
-		h.Hook("stanza/outgoing", hookPriority, m.outgoing)
-	}
+	// Hooked whatever the policy: a reload may turn it on or off, and
+	// with "off" the check returns before looking at the message.
+	h.Hook("stanza/outgoing", hookPriority, m.outgoing)
 	return nil
+}
+
+// policy is the server's policy now: read per message from the live
+// configuration, so that a reload applies to sessions already bound.
+func (m *module) policy() Policy {
+	if p := Policy(m.h.Config().E2EE.Policy); p != "" {
+		return p
+	}
+	return Required
 }
 
 // discoInfo advertises the policy. It must not depend on the requester:
@@ -134,7 +138,7 @@ func (m *module) discoInfo(_ context.Context, ev *xmpp.Event) bool {
 	}
 	ev.Stanza.El.Add(elem.New(nsData, "x", "type", "result").Add(
 		elem.New(nsData, "field", "var", "FORM_TYPE", "type", "hidden").Add(elem.New(nsData, "value").AddText(FormType)),
-		elem.New(nsData, "field", "var", "policy").Add(elem.New(nsData, "value").AddText(string(m.policy))),
+		elem.New(nsData, "field", "var", "policy").Add(elem.New(nsData, "value").AddText(string(m.policy()))),
 	))
 	return false
 }
@@ -152,6 +156,10 @@ type warned struct {
 const maxWarned = 256
 
 func (m *module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
+	p := m.policy()
+	if p == Off {
+		return false
+	}
 	st := ev.Stanza
 	if st.Kind() != "message" || st.Type() == "groupchat" {
 		// Rooms apply their own policy (a room may be marked plaintext).
@@ -163,7 +171,7 @@ func (m *module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
 	if st.To.Domainpart() != "" && st.To.Localpart() == "" {
 		return false
 	}
-	switch Decide(m.policy, st.El) {
+	switch Decide(p, st.El) {
 	case Bounce:
 		m.h.Bounce(ctx, st, PolicyViolation())
 		return true

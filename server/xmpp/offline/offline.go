@@ -65,12 +65,13 @@ func (m *Module) store(ctx context.Context, ev *xmpp.Event) bool {
 	el.Add(elem.New(nsDelay, "delay", "from", m.h.Domain(), "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")))
 	// The write is durable (fsynced) before this returns, so nothing the
 	// server accepted is lost to a crash.
-	err := m.h.Store.PushOffline(ctx, user, []byte(el.String()), m.h.Config.Limits.MaxOfflineMessages)
+	limit := m.h.Config().Limits.MaxOfflineMessages
+	err := m.h.Store.PushOffline(ctx, user, []byte(el.String()), limit)
 	switch {
 	case errors.Is(err, store.ErrQueueFull):
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint",
 			Text: fmt.Sprintf("%s is offline and their queue of %d stored messages is full; try again later",
-				st.To.Bare().String(), m.h.Config.Limits.MaxOfflineMessages)})
+				st.To.Bare().String(), limit)})
 	case err != nil:
 		m.h.Log.Error("store offline message", "user", user, "err", err)
 		// Stream management must not count this stanza as handled: an ack

@@ -166,7 +166,7 @@ func (m *Module) nodeNames(ctx context.Context, owner string) (map[string][]byte
 // parse decodes a stored payload.
 func (m *Module) parse(raw string) (*elem.Element, error) {
 	d := elem.NewDecoder(bufio.NewReader(strings.NewReader(raw)), elem.Limits{
-		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config.Limits.MaxDepth + 4,
+		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config().Limits.MaxDepth + 4,
 	})
 	return d.ReadElement()
 }

@@ -128,7 +128,7 @@ func (m *Module) outboundSubscription(ctx context.Context, st *xmpp.Stanza) {
 	switch typ {
 	case "subscribe":
 		if _, err := m.h.Store.RosterItem(ctx, user, contact.String()); err != nil {
-			if _, items, err := m.h.Store.Roster(ctx, user); err == nil && len(items) >= m.h.Config.Limits.MaxRosterItems {
+			if _, items, err := m.h.Store.Roster(ctx, user); err == nil && len(items) >= m.h.Config().Limits.MaxRosterItems {
 				m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint", Text: "your roster is full"})
 				return
 			}
@@ -460,7 +460,7 @@ func (m *Module) inboundSubscribe(ctx context.Context, st *xmpp.Stanza) {
 		return
 	}
 	if err != nil || !it.PendingIn {
-		if n := m.pendingCount(ctx, user); n >= m.h.Config.Limits.MaxPendingSubscriptions {
+		if n := m.pendingCount(ctx, user); n >= m.h.Config().Limits.MaxPendingSubscriptions {
 			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint",
 				Text: fmt.Sprintf("%s has too many unanswered subscription requests", st.To.String())})
 			return

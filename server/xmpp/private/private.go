@@ -133,7 +133,7 @@ func (m *module) set(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error
 
 func (m *module) decode(raw []byte) (*elem.Element, error) {
 	d := elem.NewDecoder(bufio.NewReader(strings.NewReader(string(raw))), elem.Limits{
-		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config.Limits.MaxDepth + 1,
+		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config().Limits.MaxDepth + 1,
 	})
 	return d.ReadElement()
 }

@@ -136,9 +136,9 @@ func (m *Module) checkSize(ctx context.Context, user, contact string) error {
 	if err != nil {
 		return err
 	}
-	if len(items) >= m.h.Config.Limits.MaxRosterItems {
+	if limit := m.h.Config().Limits.MaxRosterItems; len(items) >= limit {
 		return &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint",
-			Text: fmt.Sprintf("your roster is full (%d contacts)", m.h.Config.Limits.MaxRosterItems)}
+			Text: fmt.Sprintf("your roster is full (%d contacts)", limit)}
 	}
 	return nil
 }

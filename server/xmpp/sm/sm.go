@@ -75,8 +75,7 @@ type stateKey struct{}
 
 // Module is stream management.
 type Module struct {
-	h      *xmpp.Host
-	window time.Duration
+	h *xmpp.Host
 
 	mu        sync.Mutex
 	resumable map[string]*state // by stream id (previd)
@@ -99,10 +98,15 @@ func New() *Module {
 // Name implements xmpp.Module.
 func (m *Module) Name() string { return "sm" }
 
+// window is the resumption window now configured; it is read when used so
+// that a reload changes it for the next session that loses its connection.
+func (m *Module) window() time.Duration {
+	return m.h.Config().StreamManagement.ResumeWindow.D()
+}
+
 // Register implements xmpp.Module.
 func (m *Module) Register(h *xmpp.Host) error {
 	m.h = h
-	m.window = h.Config.StreamManagement.ResumeWindow.D()
 	h.AddStreamFeature(func(*xmpp.Session) *elem.Element { return elem.New(NS, "sm") })
 	h.AddOutboundFilter(Stage, FilterPriority, m.filter)
 	h.HandleResume(NS, m)
@@ -224,11 +228,11 @@ func (m *Module) enable(s *xmpp.Session, el *elem.Element) {
 	st := &state{user: s.Localpart(), cur: s}
 	resume := el.Get("resume") == "true" || el.Get("resume") == "1"
 	enabled := elem.New(NS, "enabled")
-	if resume && m.window > 0 {
+	if window := m.window(); resume && window > 0 {
 		st.id = randomID()
 		enabled.Set("id", st.id)
 		enabled.Set("resume", "true")
-		enabled.Set("max", strconv.Itoa(int(m.window/time.Second)))
+		enabled.Set("max", strconv.Itoa(int(window/time.Second)))
 		m.mu.Lock()
 		m.resumable[st.id] = st
 		m.mu.Unlock()
@@ -396,7 +400,7 @@ func (m *Module) hibernate(_ context.Context, ev *xmpp.Event) bool {
 		st.requestTimer.Stop()
 		st.requestTimer = nil
 	}
-	st.expiry = time.AfterFunc(m.window, func() { m.expire(st) })
+	st.expiry = time.AfterFunc(m.window(), func() { m.expire(st) })
 	return true
 }
 
@@ -447,7 +451,7 @@ func (m *Module) ended(ctx context.Context, ev *xmpp.Event) bool {
 		delete(m.resumable, st.id)
 		m.gone[st.id] = goneSession{user: st.user, h: h}
 		m.mu.Unlock()
-		time.AfterFunc(m.window+goneFor, func() {
+		time.AfterFunc(m.window()+goneFor, func() {
 			m.mu.Lock()
 			delete(m.gone, st.id)
 			m.mu.Unlock()

@@ -70,7 +70,7 @@ func (m *module) load(ctx context.Context, user string) (*elem.Element, error) {
 	// What is stored was accepted as one stanza, so the stanza limits bound
 	// it here too.
 	d := elem.NewDecoder(bufio.NewReader(strings.NewReader(string(raw))), elem.Limits{
-		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config.Limits.MaxDepth,
+		MaxBytes: len(raw) + 64, MaxDepth: m.h.Config().Limits.MaxDepth,
 	})
 	v, err := d.ReadElement()
 	if err != nil {
@@ -85,7 +85,7 @@ func (m *module) set(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error
 		return nil, xmpp.ErrBadRequest("the payload must be a vCard element")
 	}
 	raw := v.String()
-	if len(raw) > m.h.Config.Limits.MaxStanzaBytes {
+	if len(raw) > m.h.Config().Limits.MaxStanzaBytes {
 		return nil, &xmpp.StanzaError{Type: "modify", Condition: "not-acceptable", Text: "the vCard is too large"}
 	}
 	user := iq.From.Localpart()
