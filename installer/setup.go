@@ -25,13 +25,14 @@ func (ConfigFile) Name() string { return "configuration" }
 // Render is hearth.yaml for these answers, from the commented template.
 func (c ConfigFile) Render() ([]byte, error) {
 	p := templates.ConfigParams{
-		Domain:     c.Answers.Domain,
-		DataDir:    DataDir,
-		CertFile:   CertFile,
-		KeyFile:    KeyFile,
-		AdminGroup: AdminGroup,
-		ACMENames:  certNames(c.Answers),
-		ACMEEmail:  c.Answers.ACMEEmail,
+		Domain:      c.Answers.Domain,
+		DataDir:     DataDir,
+		CertFile:    CertFile,
+		KeyFile:     KeyFile,
+		AdminGroup:  AdminGroup,
+		ACMENames:   certNames(c.Answers),
+		ACMEEmail:   c.Answers.ACMEEmail,
+		RoomsDomain: c.Answers.RoomsDomain,
 		// Room archives, uploads and invites have no daemon setting yet;
 		// their answers are kept in setup.yaml.
 		ArchiveRetention: formatDays(c.Answers.Retention.PersonalArchive.D()),

@@ -33,6 +33,8 @@ type ConfigParams struct {
 	// ArchiveRetention and OfflineRetention are durations like "180d";
 	// empty means the defaults (180d, 30d).
 	ArchiveRetention, OfflineRetention string
+	// RoomsDomain is the group chat service; empty means rooms.DOMAIN.
+	RoomsDomain string
 }
 
 // Config renders the default hearth.yaml.
@@ -42,6 +44,9 @@ func Config(p ConfigParams) ([]byte, error) {
 	}
 	if p.DataDir == "" {
 		p.DataDir = "/var/lib/hearth"
+	}
+	if p.RoomsDomain == "" {
+		p.RoomsDomain = "rooms." + p.Domain
 	}
 	if p.ArchiveRetention == "" {
 		p.ArchiveRetention = "180d"

@@ -65,6 +65,7 @@ type Config struct {
 	Retention        Retention        `yaml:"retention"`
 	ACME             ACME             `yaml:"acme"`
 	StreamManagement StreamManagement `yaml:"stream_management"`
+	Rooms            Rooms            `yaml:"rooms"`
 	// DataVolume "required" means data_dir must be a mounted volume: hearth
 	// refuses to start on the root disk when the volume is missing.
 	DataVolume string `yaml:"data_volume"`
@@ -142,6 +143,23 @@ type StreamManagement struct {
 	ResumeWindow Duration `yaml:"resume_window"`
 }
 
+// Rooms configures the group chat service (XEP-0045).
+type Rooms struct {
+	// Domain is the service's address; empty means rooms.DOMAIN.
+	Domain string `yaml:"domain"`
+	// Create says who may create rooms: "members" (default) or "admins".
+	// Limited accounts never create rooms.
+	Create string `yaml:"create"`
+}
+
+// RoomsDomain is the group chat service's domain.
+func (c *Config) RoomsDomain() string {
+	if c.Rooms.Domain != "" {
+		return c.Rooms.Domain
+	}
+	return "rooms." + c.Domain
+}
+
 // Retention is how long personal archives and offline queues keep
 // messages; the daemon prunes once a day, "hearth prune" on demand.
 type Retention struct {
@@ -161,6 +179,14 @@ type ACME struct {
 
 // Default returns the production defaults for domain.
 func Default(domain string) *Config {
+	c := defaults(domain)
+	if domain != "" {
+		c.Rooms.Domain = "rooms." + domain
+	}
+	return c
+}
+
+func defaults(domain string) *Config {
 	return &Config{
 		Domain:  domain,
 		DataDir: "/var/lib/hearth",
@@ -189,6 +215,7 @@ func Default(domain string) *Config {
 		E2EE:             E2EE{Policy: "required"},
 		Retention:        Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
 		StreamManagement: StreamManagement{ResumeWindow: Duration(5 * time.Minute)},
+		Rooms:            Rooms{Create: "members"},
 		ACME:             ACME{Directory: "https://acme-v02.api.letsencrypt.org/directory", Names: []string{}},
 		LogLevel:         "info",
 	}
@@ -234,6 +261,14 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir: required")
+	}
+	if c.Rooms.Create != "members" && c.Rooms.Create != "admins" {
+		bad("rooms.create: %q must be members or admins", c.Rooms.Create)
+	}
+	if d := c.Rooms.Domain; d != "" {
+		if j, err := jid.Parse(d); err != nil || j.Localpart() != "" || j.Resourcepart() != "" || d == c.Domain {
+			bad("rooms.domain: %q is not a valid domain name different from the chat domain", d)
+		}
 	}
 	for _, a := range c.Listen.Addresses {
 		if net.ParseIP(a) == nil {
