@@ -70,6 +70,9 @@ type Room struct {
 	Nicks map[string]string `json:"nicks,omitempty"`
 	// VCard is the room's vcard-temp (room avatar), serialized.
 	VCard []byte `json:"vcard,omitempty"`
+	// Secret keys the room's occupant-ids (XEP-0421): stable for a real
+	// JID within the room, unlinkable across rooms.
+	Secret []byte `json:"secret,omitempty"`
 }
 
 // Affiliation returns bare's affiliation, AffNone if it has none.
