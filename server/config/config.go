@@ -160,12 +160,22 @@ func (c *Config) RoomsDomain() string {
 	return "rooms." + c.Domain
 }
 
-// Retention is how long personal archives and offline queues keep
-// messages; the daemon prunes once a day, "hearth prune" on demand.
+// Retention is how long personal archives, offline queues and room
+// archives keep messages; the daemon prunes once a day, "hearth prune" on
+// demand.
 type Retention struct {
 	Archive Duration `yaml:"archive"` // 0 keeps archives forever
 	Offline Duration `yaml:"offline"` // 0 keeps offline messages until delivered
+	// RoomArchive applies to rooms without a retention of their own; 0
+	// keeps their archives forever.
+	RoomArchive Duration `yaml:"room_archive"`
+	// RoomArchiveMax is the longest retention a chat admin may give a room
+	// (the shortest is RoomArchiveMin).
+	RoomArchiveMax Duration `yaml:"room_archive_max"`
 }
+
+// RoomArchiveMin is the shortest retention a chat admin may give a room.
+const RoomArchiveMin = 24 * time.Hour
 
 // ACME obtains tls.cert_file/key_file from a CA (Let's Encrypt) once DNS
 // for every name points at this host; until then those files hold a
@@ -213,7 +223,7 @@ func defaults(domain string) *Config {
 			MaxSessionsPerAccount:   20,
 		},
 		E2EE:             E2EE{Policy: "required"},
-		Retention:        Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour)},
+		Retention:        Retention{Archive: Duration(180 * 24 * time.Hour), Offline: Duration(30 * 24 * time.Hour), RoomArchive: Duration(90 * 24 * time.Hour), RoomArchiveMax: Duration(365 * 24 * time.Hour)},
 		StreamManagement: StreamManagement{ResumeWindow: Duration(5 * time.Minute)},
 		Rooms:            Rooms{Create: "members"},
 		ACME:             ACME{Directory: "https://acme-v02.api.letsencrypt.org/directory", Names: []string{}},
@@ -320,6 +330,11 @@ func (c *Config) Validate() error {
 		if d < 0 || (d > 0 && d.D() < time.Hour) {
 			bad("retention.%s: %s must be 0 (keep forever) or at least 1h", name, d.D())
 		}
+	}
+	if r := c.Retention; r.RoomArchiveMax.D() < RoomArchiveMin {
+		bad("retention.room_archive_max: %s must be at least 1d", r.RoomArchiveMax.D())
+	} else if r.RoomArchive != 0 && (r.RoomArchive.D() < RoomArchiveMin || r.RoomArchive > r.RoomArchiveMax) {
+		bad("retention.room_archive: %s must be 0 (keep forever) or between 1d and retention.room_archive_max (%s)", r.RoomArchive.D(), r.RoomArchiveMax.D())
 	}
 	if w := c.StreamManagement.ResumeWindow; w < 0 || w.D() > 24*time.Hour {
 		bad("stream_management.resume_window: %s must be between 0 (no resumption) and 24h", w.D())

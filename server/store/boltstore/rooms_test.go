@@ -235,7 +235,7 @@ func TestRoomArchivePrune(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mk("short", 5*day, 1) // keeps days 1..4 (day 5 is at the cutoff, kept)
+	mk("short", 5*day, 1) // keeps days 1..5 (day 5 is at the cutoff: kept)
 	mk("default", 0, 1)   // server default 10 days: keeps 1..10
 	mk("forever", 1000*day, 1)
 	mk("big", 2*day, 400) // 18 days * 400 = 7200 removed, 800 kept

@@ -14,9 +14,11 @@ import (
 
 const pruneText = `
 Remove messages older than the configured retention from personal archives
-(retention.archive, default 180 days) and offline queues (retention.offline,
-default 30 days), and report what was removed. With --dry-run nothing is
-removed: it reports what would be.
+(retention.archive, default 180 days), offline queues (retention.offline,
+default 30 days) and room archives (each room's own retention as a chat
+admin set it, else retention.room_archive, default 90 days), and report
+what was removed. With --dry-run nothing is removed: it reports what would
+be.
 
 The running daemon prunes once a day by itself. hearth prune opens the
 database directly, so it needs the daemon stopped; while the daemon runs it
@@ -82,6 +84,14 @@ func printPruneReport(w io.Writer, rep retention.Report, cfg config.Retention, t
 	}
 	line("archive", rep.ArchiveDisabled, cfg.Archive, rep.ArchiveCutoff, rep.Archive.Removed, rep.Archive.Users, rep.Archive.Kept)
 	line("offline", rep.OfflineDisabled, cfg.Offline, rep.OfflineCutoff, rep.Offline.Removed, rep.Offline.Users, rep.Offline.Kept)
+	if !rep.NoRooms {
+		def := "kept forever"
+		if rep.RoomsDefault > 0 {
+			def = days(config.Duration(rep.RoomsDefault))
+		}
+		fmt.Fprintf(w, "rooms: %s %s older than each room's retention (default %s) from %s; %s kept\n", verb,
+			plural(rep.Rooms.Removed, "message"), def, plural(rep.Rooms.Users, "room"), plural(rep.Rooms.Kept, "message"))
+	}
 	if rep.DryRun {
 		fmt.Fprintln(w, "dry run: nothing was removed")
 	}
@@ -95,7 +105,7 @@ func days(d config.Duration) string {
 	return d.D().String()
 }
 
-// pruneProgress shows users done on standard error: redrawn in place on a
+// pruneProgress shows users (or rooms) done on standard error: redrawn in place on a
 // terminal, otherwise a line every few seconds, so small stores print
 // nothing extra.
 type pruneProgress struct {
@@ -122,10 +132,14 @@ func (p *pruneProgress) update(what string, done, total, removed int) {
 		return // finished before the first update was due
 	}
 	p.last, p.shown = now, true
+	unit := "users"
+	if what == "rooms" {
+		unit = "rooms"
+	}
 	if p.tty {
-		fmt.Fprintf(p.w, "\r%s: %d/%d users, %d messages so far   ", what, done, total, removed)
+		fmt.Fprintf(p.w, "\r%s: %d/%d %s, %d messages so far   ", what, done, total, unit, removed)
 	} else {
-		fmt.Fprintf(p.w, "%s: %d/%d users, %d messages so far\n", what, done, total, removed)
+		fmt.Fprintf(p.w, "%s: %d/%d %s, %d messages so far\n", what, done, total, unit, removed)
 	}
 }
 
