@@ -50,7 +50,7 @@ func newCertManager(cfg *config.Config, i *Instance) (*certs.Manager, error) {
 	}
 	if i != nil {
 		c.Log = i.log.With("component", "certificates")
-		c.OnRenew = i.Reload
+		c.OnRenew = i.reloadCert
 		c.Roots = i.acmeRoots
 	}
 	return certs.New(c)
@@ -60,16 +60,17 @@ func newCertManager(cfg *config.Config, i *Instance) (*certs.Manager, error) {
 // hearth's HTTP port, this serves it for the ACME challenges nginx passes
 // on (everything else is 404).
 func (i *Instance) runCerts(ctx context.Context) error {
-	if !i.cfg.ACME.Enabled {
+	if !i.config().ACME.Enabled {
 		<-ctx.Done()
 		return nil
 	}
-	m, err := newCertManager(i.cfg, i)
+	cfg := i.config()
+	m, err := newCertManager(cfg, i)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(i.cfg.Listen.HTTPPort))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Listen.HTTPPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("ACME challenge port: %w", err)

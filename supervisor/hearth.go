@@ -26,11 +26,20 @@ import (
 // Instance is one hearth process: the chat service and the admin socket
 // under a Supervisor.
 type Instance struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	notify Notifier
+	// cfg is the running configuration; a reload swaps it (reload.go).
+	cfg      atomic.Pointer[config.Config]
+	reloadMu sync.Mutex
+	log      *slog.Logger
+	notify   Notifier
 	// Supervisor may be tuned before Run (tests shorten the backoff).
 	Supervisor Supervisor
+	// ConfigFile, if set, is re-read on SIGHUP: what may change live is
+	// applied, the rest is reported as needing a restart. Without it SIGHUP
+	// reloads the certificate only.
+	ConfigFile string
+	// LogLevel, if set, is the level of the logger passed to Start, and
+	// follows log_level on reload.
+	LogLevel *slog.LevelVar
 	// StatusEvery is how often the session count goes to systemd.
 	StatusEvery time.Duration
 
@@ -48,12 +57,12 @@ type Instance struct {
 // not help, and the operator should see the error at once.
 func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
 	i := &Instance{
-		cfg:         cfg,
 		log:         log,
 		notify:      Notifier{Log: log},
 		Supervisor:  Supervisor{Log: log},
 		StatusEvery: 30 * time.Second,
 	}
+	i.cfg.Store(cfg)
 	if err := ensureCertFiles(cfg); err != nil {
 		return nil, err
 	}
@@ -79,8 +88,11 @@ func closeUnserved(s *server.Server) error {
 	return s.Serve(ctx)
 }
 
+// config is the running configuration.
+func (i *Instance) config() *config.Config { return i.cfg.Load() }
+
 func (i *Instance) openServer() (*server.Server, error) {
-	s, err := server.New(i.cfg, i.log)
+	s, err := server.New(i.config(), i.log)
 	if err != nil {
 		return nil, fmt.Errorf("start the chat service: %w", err)
 	}
@@ -99,7 +111,8 @@ func (i *Instance) openServer() (*server.Server, error) {
 }
 
 func (i *Instance) openAdmin() (*admin.Server, error) {
-	adm, err := admin.Listen(i.cfg.AdminSocket(), i.cfg.Admin.Group)
+	cfg := i.config()
+	adm, err := admin.Listen(cfg.AdminSocket(), cfg.Admin.Group)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +151,7 @@ func (i *Instance) Addrs() (starttls, direct []net.Addr) {
 }
 
 // AdminSocket is the admin socket's path.
-func (i *Instance) AdminSocket() string { return i.cfg.AdminSocket() }
+func (i *Instance) AdminSocket() string { return i.config().AdminSocket() }
 
 func (i *Instance) adminOps() (admin.Ops, error) {
 	s := i.cur.Load()
@@ -146,10 +159,11 @@ func (i *Instance) adminOps() (admin.Ops, error) {
 		return nil, errors.New("the chat service is restarting; try again in a moment")
 	}
 	r := s.XMPP.Router()
+	cfg := i.config()
 	return &admin.Local{
 		Store:           s.Store,
-		Domain:          i.cfg.Domain,
-		ScramIterations: i.cfg.Auth.ScramIterations,
+		Domain:          cfg.Domain,
+		ScramIterations: cfg.Auth.ScramIterations,
 		Daemon:          true,
 		Sessions:        func(lp string) int { return len(r.Sessions(lp)) },
 		Kick: func(lp, reason string) int {
@@ -162,8 +176,25 @@ func (i *Instance) adminOps() (admin.Ops, error) {
 	}, nil
 }
 
-// Reload re-reads the TLS certificate; the old one stays on error.
-func (i *Instance) Reload() error {
+// Reload re-reads the configuration file (ConfigFile) and the TLS
+// certificate. Each is applied only if it is valid: on error the old
+// configuration, or the old certificate, stays and keeps serving, and the
+// error says which failed. Sessions are never dropped.
+func (i *Instance) Reload(ctx context.Context) error {
+	var errs []error
+	if i.ConfigFile != "" {
+		if err := i.reloadConfig(ctx); err != nil {
+			errs = append(errs, errConfig{err})
+		}
+	}
+	if err := i.reloadCert(); err != nil {
+		errs = append(errs, fmt.Errorf("certificate not reloaded, still serving the previous one: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// reloadCert re-reads the TLS certificate files (SIGHUP, ACME renewal).
+func (i *Instance) reloadCert() error {
 	s := i.cur.Load()
 	if s == nil {
 		return errors.New("the chat service is restarting")
@@ -176,7 +207,8 @@ func (i *Instance) Reload() error {
 }
 
 // Run serves until ctx ends, restarting failed components. SIGHUP reloads
-// the certificate. It returns once every component has stopped.
+// the configuration and the certificate (Reload). It returns once every
+// component has stopped.
 func (i *Instance) Run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -194,7 +226,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			Service{Name: "memory", Run: memoryTrimmer{
 				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
 			}.run},
-			Service{Name: "retention", Run: retention.Daily(&i.cur, i.cfg.Retention, i.log)},
+			Service{Name: "retention", Run: retention.Daily(&i.cur, i.log)},
 			Service{Name: "watchdog", Run: watchdog{notify: i.notify, probe: i.probe, log: i.log}.run},
 			Service{Name: "certificates", Run: i.runCerts},
 		)
@@ -203,7 +235,7 @@ func (i *Instance) Run(ctx context.Context) error {
 	i.notify.Status("sessions 0")
 	tick := time.NewTicker(i.StatusEvery)
 	defer tick.Stop()
-	status := &statusReporter{dataDir: i.cfg.DataDir, started: time.Now(), log: i.log}
+	status := &statusReporter{dataDir: i.config().DataDir, started: time.Now(), log: i.log}
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,8 +247,8 @@ func (i *Instance) Run(ctx context.Context) error {
 			return nil
 		case <-hup:
 			i.notify.send(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec())
-			if err := i.Reload(); err != nil {
-				i.log.Error("reload failed; keeping the old certificate", "err", err)
+			if err := i.Reload(ctx); err != nil {
+				i.log.Error("reload failed", "err", err)
 			}
 			i.notify.Ready()
 		case <-tick.C:
@@ -240,6 +272,7 @@ func (i *Instance) runXMPP(ctx context.Context) error {
 			return err
 		}
 		i.cur.Store(s)
+		i.syncReloaded(ctx)
 	}
 	defer i.cur.CompareAndSwap(s, nil)
 	return s.Serve(ctx)

@@ -187,5 +187,5 @@ func (r *statusReporter) line(ctx context.Context, sessions int, restarting bool
 // probe checks the running chat service end to end over loopback.
 func (i *Instance) probe(ctx context.Context) error {
 	st, dt := i.Addrs()
-	return probeXMPP(ctx, i.cfg.Domain, st, dt)
+	return probeXMPP(ctx, i.config().Domain, st, dt)
 }

@@ -181,9 +181,14 @@ func fail(env Env, cmd string, err error) int {
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	l, _ := newLevelLogger(w, level)
+	return l
+}
+
+// newLevelLogger is newLogger with its level variable, which a reload
+// (SIGHUP) sets from log_level.
+func newLevelLogger(w io.Writer, level string) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(supervisor.ParseLevel(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), lv
 }

@@ -152,7 +152,12 @@ exponential backoff. This is what the systemd unit starts; with NOTIFY_SOCKET
 set it reports READY=1, its session count (STATUS=) and STOPPING=1.
 
 Signals: SIGTERM or SIGINT stop cleanly (streams end with system-shutdown);
-SIGHUP reloads the TLS certificate.`)
+SIGHUP ("systemctl reload hearth") re-reads the configuration file and the
+TLS certificate without dropping sessions. Limits, the E2EE policy, the
+stream management window, retention and log_level change at once; domain,
+data_dir, data_volume, listen, tls, acme and admin need a restart (a reload
+logs each such change and keeps the running value). An invalid file changes
+nothing: the error is logged and the running configuration stays.`)
 	file := fs.String("config", "/etc/hearth/hearth.yaml", "configuration `file`")
 	if code, done := parse(fs, args, env); done {
 		return code
@@ -167,11 +172,12 @@ SIGHUP reloads the TLS certificate.`)
 	if err := cfg.CheckDataVolume(); err != nil {
 		return fail(env, "run", err)
 	}
-	log := newLogger(env.Stderr, cfg.LogLevel)
+	log, level := newLevelLogger(env.Stderr, cfg.LogLevel)
 	inst, err := supervisor.Start(cfg, log)
 	if err != nil {
 		return fail(env, "run", err)
 	}
+	inst.ConfigFile, inst.LogLevel = *file, level
 	log.Info("hearth is ready", "domain", cfg.Domain, "config", *file)
 	if env.Ready != nil {
 		env.Ready(inst)
