@@ -1,7 +1,7 @@
-// Package retention expires old messages from personal archives and
-// offline queues, as the configuration says (retention.archive,
-// retention.offline). The daemon runs it once a day; "hearth prune" runs it
-// on demand.
+// Package retention expires old messages from personal archives, offline
+// queues and room archives, as the configuration says (retention.archive,
+// retention.offline, retention.room_archive and each room's own retention).
+// The daemon runs it once a day; "hearth prune" runs it on demand.
 package retention
 
 import (
@@ -18,7 +18,8 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/elem"
 )
 
-// Store is what pruning needs.
+// Store is what pruning needs. A store that also implements
+// store.RoomArchive has its room archives pruned too.
 type Store interface {
 	store.Archive
 	store.OfflineRetention
@@ -29,8 +30,9 @@ type Options struct {
 	DryRun bool
 	// Now is the reference time (zero: time.Now()); tests move it.
 	Now time.Time
-	// Progress, if set, hears about each user done: what ("archive" or
-	// "offline"), users done, users in all, messages removed so far.
+	// Progress, if set, hears about each user (or room) done: what
+	// ("archive", "offline" or "rooms"), users or rooms done, in all,
+	// messages removed so far.
 	Progress func(what string, done, total, removed int)
 }
 
@@ -43,10 +45,16 @@ type Report struct {
 	Offline         store.PruneStats
 	ArchiveDisabled bool
 	OfflineDisabled bool
+	// Rooms is what left room archives (Users counts rooms); RoomsDefault
+	// is the retention of rooms without their own (0: forever). NoRooms
+	// means the store keeps no rooms.
+	Rooms        store.PruneStats
+	RoomsDefault time.Duration
+	NoRooms      bool
 }
 
-// Prune removes archived messages and offline messages older than the
-// configured retention.
+// Prune removes archived messages, offline messages and room archive
+// messages older than the configured retention.
 func Prune(ctx context.Context, st Store, cfg config.Retention, opt Options) (Report, error) {
 	now := opt.Now
 	if now.IsZero() {
@@ -75,7 +83,38 @@ func Prune(ctx context.Context, st Store, cfg config.Retention, opt Options) (Re
 			return rep, fmt.Errorf("prune offline messages: %w", err)
 		}
 	}
+	rep.RoomsDefault = cfg.RoomArchive.D()
+	ra, ok := st.(store.RoomArchive)
+	rep.NoRooms = !ok
+	if ok {
+		cutoff := func(r store.Room) time.Time {
+			if d := RoomRetention(cfg, r); d > 0 {
+				return now.Add(-d)
+			}
+			return time.Time{}
+		}
+		s, err := ra.PruneRoomArchive(ctx, cutoff, opt.DryRun, progress("rooms"))
+		rep.Rooms = s
+		if err != nil {
+			return rep, fmt.Errorf("prune room archives: %w", err)
+		}
+	}
 	return rep, nil
+}
+
+// RoomRetention is how long room r keeps its archive: the room's own
+// retention if a chat admin set one, held within the configured bounds (a
+// value set before the bounds narrowed obeys the new ones), else the server
+// default. 0 means forever.
+func RoomRetention(cfg config.Retention, r store.Room) time.Duration {
+	if r.Retention <= 0 {
+		return max(cfg.RoomArchive.D(), 0)
+	}
+	d := max(r.Retention, config.RoomArchiveMin)
+	if hi := cfg.RoomArchiveMax.D(); hi > 0 {
+		d = min(d, hi)
+	}
+	return d
 }
 
 // OfflineExpired reports stored offline stanzas whose delay stamp (set by
@@ -150,7 +189,7 @@ func Daily(current Current, log *slog.Logger) func(context.Context) error {
 				continue
 			}
 			log.Info("retention: pruned", "archived_removed", rep.Archive.Removed, "offline_removed", rep.Offline.Removed,
-				"took", time.Since(start).Round(time.Millisecond))
+				"room_archives_removed", rep.Rooms.Removed, "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
 }
