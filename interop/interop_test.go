@@ -31,7 +31,7 @@ const domain = "localhost"
 var (
 	offlineAccounts = []string{"alice", "bob", "dave", "erin", "frank", "grace", "heidi",
 		"ivan", "judy", "mallory", "olga", "rosa", "peggy", "nina", "oscar",
-		"pat", "quinn", "rita", "sam", "carl", "tina"}
+		"pat", "quinn", "rita", "sam", "carl", "tina", "uma", "victor"}
 	liveAccounts = []string{"carol"}
 )
 
@@ -104,9 +104,13 @@ func TestSlixmpp(t *testing.T) {
 
 // TestSlixmppE2EE runs the E2EE scenarios against a second instance
 // started like the README's first command, with the default policy
-// (required): a plaintext 1:1 message bounces, an OMEMO one passes.
+// (required): a plaintext 1:1 message bounces, an OMEMO one passes, and
+// real OMEMO sessions (python3-omemo, both namespaces) work through PEP.
+// Then, with the server stopped, the data file must hold the archived
+// OMEMO messages but none of their plaintexts.
 func TestSlixmppE2EE(t *testing.T) {
 	python := pythonWithSlixmpp(t)
+	requirePythonModules(t, python, "omemo", "oldmemo.etree", "twomemo.etree")
 	bin := buildHearth(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
@@ -124,11 +128,13 @@ func TestSlixmppE2EE(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startHearthArgs(t, bin, data, c2s, direct)
+	recordFile := filepath.Join(dir, "omemo-record.txt")
 	args := []string{"slixmpp_suite.py", "--suite", "e2ee",
 		"--host", "127.0.0.1", "--domain", domain,
 		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
 		"--cafile", filepath.Join(data, "cert.pem"),
 		"--accounts", accountsFile,
+		"--omemo-record", recordFile,
 	}
 	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
 		args = append(args, "--debug")
@@ -144,6 +150,62 @@ func TestSlixmppE2EE(t *testing.T) {
 	}
 	if err := srv.stop(); err != nil {
 		t.Errorf("stopping hearth dev: %v", err)
+	}
+	checkNoPlaintextAtRest(t, filepath.Join(data, "hearth.db"), recordFile)
+}
+
+// checkNoPlaintextAtRest reads the stopped server's bbolt file as raw bytes
+// (free pages included) and checks that no OMEMO plaintext the clients
+// exchanged is in it, while every message id is: the archive kept the
+// messages, only never their content. Two namespaces, three messages each.
+func checkNoPlaintextAtRest(t *testing.T, dbPath, recordFile string) {
+	t.Helper()
+	record, err := os.ReadFile(recordFile)
+	if err != nil {
+		t.Errorf("no record of the OMEMO scenarios (did they run?): %v", err)
+		return
+	}
+	db, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatalf("reading the data file: %v", err)
+	}
+	var plain, ids, leaked int
+	for _, line := range strings.Split(strings.TrimSpace(string(record)), "\n") {
+		kind, value, ok := strings.Cut(line, " ")
+		if !ok || value == "" {
+			t.Errorf("bad line in %s: %q", recordFile, line)
+			continue
+		}
+		switch kind {
+		case "plain":
+			plain++
+			if bytes.Contains(db, []byte(value)) {
+				leaked++
+				t.Errorf("plaintext %q is in %s", value, dbPath)
+			}
+		case "id":
+			ids++
+			if !bytes.Contains(db, []byte(value)) {
+				t.Errorf("message id %q is not in %s: the archive did not keep the message", value, dbPath)
+			}
+		default:
+			t.Errorf("bad line in %s: %q", recordFile, line)
+		}
+	}
+	if plain != 6 || ids != 6 {
+		t.Errorf("want 6 plaintexts and 6 ids (two namespaces, three messages each), got %d and %d", plain, ids)
+	}
+	t.Logf("%s (%d bytes): checked %d message ids (must be present) and %d OMEMO plaintexts (must be absent); plaintexts found: %d", dbPath, len(db), ids, plain, leaked)
+}
+
+// requirePythonModules fails the test early, with the Debian packages to
+// install, when python cannot import a module a scenario needs.
+func requirePythonModules(t *testing.T, python string, modules ...string) {
+	t.Helper()
+	out, err := exec.Command(python, "-c", "import "+strings.Join(modules, ", ")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import %s (apt-get install python3-omemo python3-oldmemo python3-twomemo python3-xeddsa python3-xmlschema): %v\n%s",
+			python, strings.Join(modules, ", "), err, out)
 	}
 }
 

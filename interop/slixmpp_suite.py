@@ -1147,6 +1147,123 @@ async def s_pep_open(suite):
         await c.close()
 
 
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
+
+
+async def mam_query(c, with_=None, max_=None, after=None, before=None):
+    """One XEP-0313 query of c's own archive. Returns ([(archive id,
+    forwarded <message/> element)] in the order received, <fin/>)."""
+    qid = uuid.uuid4().hex
+    query = ET.Element(q("query", NS_MAM), queryid=qid)
+    if with_ is not None:
+        x = ET.SubElement(query, q("x", NS_DATA), type="submit")
+        f = ET.SubElement(x, q("field", NS_DATA), var="FORM_TYPE", type="hidden")
+        ET.SubElement(f, q("value", NS_DATA)).text = NS_MAM
+        f = ET.SubElement(x, q("field", NS_DATA), var="with")
+        ET.SubElement(f, q("value", NS_DATA)).text = with_
+    if max_ is not None or after is not None or before is not None:
+        rsm = ET.SubElement(query, q("set", NS_RSM))
+        if max_ is not None:
+            ET.SubElement(rsm, q("max", NS_RSM)).text = str(max_)
+        if after is not None:
+            ET.SubElement(rsm, q("after", NS_RSM)).text = after
+        if before is not None:
+            ET.SubElement(rsm, q("before", NS_RSM)).text = before  # "" asks for the last page
+    res = await c.iq("set", query)
+    fin = res.xml.find(q("fin", NS_MAM))
+    check(fin is not None, "MAM query answered without <fin/>: %s" % res)
+
+    def ours(m):
+        r = m.xml.find(q("result", NS_MAM))
+        return r is not None and r.get("queryid") == qid
+
+    # The results come before the IQ result on the same stream.
+    got = []
+    for m in [m for m in c.msgs.items if ours(m)]:
+        r = m.xml.find(q("result", NS_MAM))
+        fwd = r.find(q("forwarded", NS_FORWARD))
+        inner = None if fwd is None else fwd.find(q("message", NS_CLIENT))
+        check(inner is not None, "MAM result without a forwarded message: %s" % m)
+        got.append((r.get("id"), inner))
+    c.msgs.drop(ours)
+    return got, fin
+
+
+def rsm_value(fin, tag):
+    el = fin.find("%s/%s" % (q("set", NS_RSM), q(tag, NS_RSM)))
+    return None if el is None else (el.text or "")
+
+
+@scenario("MAM paging with RSM max=10, forward (after) and backward (before) (XEP-0313, XEP-0059)")
+async def s_mam_paging(suite):
+    u = await Client(suite, "uma", "mam").online(roster=False)
+    v = await Client(suite, "victor", "mam").online(roster=False)
+    tag = uuid.uuid4().hex[:8]
+    bodies = ["mam page %s %02d" % (tag, i) for i in range(25)]
+    for b in bodies:
+        v.message(u.bare, b)
+    for b in bodies:
+        await u.msgs.expect(body_is(b), "message %r before querying the archive" % b)
+
+    def page_bodies(results):
+        return [m.findtext(q("body", NS_CLIENT)) for _, m in results]
+
+    def describe(pages):
+        return "\n".join("    page %d: %s complete=%s" % (i, page_bodies(r), f.get("complete"))
+                         for i, (r, f) in enumerate(pages))
+
+    # Forward: the oldest page first, then <after/> the last ID of each page.
+    fwd, after = [], None
+    for _ in range(5):
+        res, fin = await mam_query(u, with_=v.bare, max_=10, after=after)
+        fwd.append((res, fin))
+        if fin.get("complete") == "true" or not res:
+            break
+        check(rsm_value(fin, "last") == res[-1][0],
+              "RSM <last/> %r is not the last result's id %r" % (rsm_value(fin, "last"), res[-1][0]))
+        after = res[-1][0]
+    sizes = [len(r) for r, _ in fwd]
+    check(sizes == [10, 10, 5], "forward page sizes: want [10, 10, 5], got %s\n%s" % (sizes, describe(fwd)))
+    check(all(f.get("complete") in (None, "false") for _, f in fwd[:-1]),
+          "complete='true' before the last forward page:\n%s" % describe(fwd))
+    check(fwd[-1][1].get("complete") == "true", "the last forward page lacks complete='true':\n%s" % describe(fwd))
+    ids = [i for r, _ in fwd for i, _ in r]
+    check(len(set(ids)) == len(ids), "duplicate archive ids across forward pages: %s" % ids)
+    got = [b for r, _ in fwd for b in page_bodies(r)]
+    check(got == bodies, "forward paging: want the 25 messages in order, got\n%s" % describe(fwd))
+    for r, f in fwd:
+        check(rsm_value(f, "first") == r[0][0], "RSM <first/> is not the page's first id: %s" % ET.tostring(f))
+        count = rsm_value(f, "count")
+        check(count in (None, "25"), "RSM <count/>: want 25, got %s" % count)
+
+    # Backward: <before/> empty for the newest page, then <before/> the
+    # first ID of each page; every page is itself in chronological order.
+    back, before = [], ""
+    for _ in range(5):
+        res, fin = await mam_query(u, with_=v.bare, max_=10, before=before)
+        back.append((res, fin))
+        if fin.get("complete") == "true" or not res:
+            break
+        check(rsm_value(fin, "first") == res[0][0],
+              "RSM <first/> %r is not the first result's id %r" % (rsm_value(fin, "first"), res[0][0]))
+        before = res[0][0]
+    sizes = [len(r) for r, _ in back]
+    check(sizes == [10, 10, 5], "backward page sizes: want [10, 10, 5], got %s\n%s" % (sizes, describe(back)))
+    check(all(f.get("complete") in (None, "false") for _, f in back[:-1]),
+          "complete='true' before the last backward page:\n%s" % describe(back))
+    check(back[-1][1].get("complete") == "true", "the last backward page lacks complete='true':\n%s" % describe(back))
+    check(page_bodies(back[0][0]) == bodies[15:], "the newest page: want %s\n%s" % (bodies[15:], describe(back)))
+    got = [b for r, _ in reversed(back) for b in page_bodies(r)]
+    check(got == bodies, "backward paging: want the 25 messages in order, got\n%s" % describe(back))
+    bids = [i for r, _ in back for i, _ in r]
+    check(len(set(bids)) == len(bids), "duplicate archive ids across backward pages: %s" % bids)
+    check(sorted(bids) == sorted(ids), "forward and backward paging saw different ids")
+    for c in (u, v):
+        await c.close()
+
+
 # --- E2EE scenarios (run against a server with the default policy) -----------
 
 E2EE_SCENARIOS = []
@@ -1196,6 +1313,100 @@ async def s_e2ee_required(suite):
         await c.close()
 
 
+def record_omemo_run(suite, plaintexts, ids):
+    """Tell the Go driver what to look for in the database file once the
+    server has stopped: the plaintexts must not be there, the ids must."""
+    if not suite.omemo_record:
+        return
+    with open(suite.omemo_record, "a") as f:
+        for p in plaintexts:
+            f.write("plain %s\n" % p)
+        for i in ids:
+            f.write("id %s\n" % i)
+
+
+async def omemo_exchange(suite, ns, label):
+    """Two real OMEMO devices (python3-omemo with one backend) publish their
+    device lists and bundles in PEP, alice starts a session to bob, bob
+    answers, alice writes again; every message is decrypted by the other
+    side, and bob's archive holds them only encrypted."""
+    import omemo_clients as oc
+    plugins = ("xep_0004", "xep_0060")
+    a = await Client(suite, "alice", "omemo-" + label, plugins=plugins).online(roster=False)
+    b = await Client(suite, "bob", "omemo-" + label, plugins=plugins).online(roster=False)
+    oa, ob = oc.OmemoClient(a, ns), oc.OmemoClient(b, ns)
+    try:
+        dev_a, dev_b = await oa.start(), await ob.start()
+        # The device lists are on the server, open to non-contacts.
+        for reader, owner, dev in ((a, b, dev_b), (b, a, dev_a)):
+            res = await reader["xep_0060"].get_items(owner.bare, oc.device_list_node(ns), timeout=TIMEOUT)
+            ids = {d.get("id") for d in res.xml.iter("{%s}device" % ns)}
+            check(str(dev) in ids, "%s's device list read by %s lacks device %d: %s" % (owner.bare, reader.bare, dev, res))
+
+        run = uuid.uuid4().hex
+        conv = [(oa, a, b, ob), (ob, b, a, oa), (oa, a, b, ob)]
+        plaintexts, mids = [], []
+        for n, (enc, frm, to, dec) in enumerate(conv):
+            text = "omemo secret %s %d %s" % (label, n, run)
+            mid = "omemo-%s-%d-%s" % (label, n, run[:8])
+            plaintexts.append(text)
+            mids.append(mid)
+            sent = await enc.encrypt_to(to.bare, text, mid)
+            wire = ET.tostring(sent, encoding="unicode")
+            check(text not in wire, "the plaintext is in the stanza as sent: %s" % wire)
+            try:
+                got = await dec.expect(mid)
+            except asyncio.TimeoutError as e:
+                raise Failure("%s; %s's pending messages:\n%s" % (e, to.bare, to.msgs.dump())) from None
+            check(got.error is None, "%s could not decrypt %s: %s\n    received: %s" % (to.bare, mid, got.error, got.stanza))
+            check(got.plaintext == text, "%s decrypted %r, want %r" % (to.bare, got.plaintext, text))
+            check(got.sender == frm.bare, "decrypted message from %s, want %s" % (got.sender, frm.bare))
+            # The first message starts the session with a key exchange;
+            # once bob has answered, alice's session is established and
+            # her next message carries none.
+            keys = [k for k in sent.iter("{%s}key" % ns)]
+            kex = [k for k in keys if k.get("prekey") in ("true", "1") or k.get("kex") in ("true", "1")]
+            check(keys, "no <key/> in the stanza as sent: %s" % wire)
+            if n == 0:
+                check(kex, "the first message carries no key exchange: %s" % wire)
+            if n == 2:
+                check(not kex, "the third message still carries a key exchange: %s" % wire)
+        for c in (a, b):
+            await c.msgs.expect_none(lambda m: m["type"] == "error", "an error for an OMEMO message", wait=0.3)
+
+        # Bob's archive has the three messages, encrypted, without plaintext.
+        results, fin = await mam_query(b, with_=a.bare)
+        by_id = {m.get("id"): m for _, m in results}
+        for mid in mids:
+            m = by_id.get(mid)
+            check(m is not None, "message %s is not in bob's archive; archived ids: %s" % (mid, list(by_id)))
+            check(m.find("{%s}encrypted" % ns) is not None, "archived %s without <encrypted xmlns='%s'>: %s"
+                  % (mid, ns, ET.tostring(m, encoding="unicode")))
+        for _, m in results:
+            xml = ET.tostring(m, encoding="unicode")
+            for text in plaintexts:
+                check(text not in xml, "plaintext %r in bob's archive: %s" % (text, xml))
+        record_omemo_run(suite, plaintexts, mids)
+        suite.note("%s: devices %d (alice) and %d (bob), %d messages decrypted both ways, %d key-transport "
+                   "messages sent by the library itself, %d messages with alice in bob's archive (all scenarios so far)"
+                   % (ns, dev_a, dev_b, len(mids), len(oa.sent) + len(ob.sent), len(results)))
+    finally:
+        oa.close()
+        ob.close()
+    for c in (a, b):
+        await c.close()
+
+
+@e2ee_scenario("OMEMO session between two python-omemo clients, legacy eu.siacs.conversations.axolotl (XEP-0384 0.3)")
+async def s_omemo_legacy(suite):
+    await omemo_exchange(suite, NS_OMEMO_LEGACY, "legacy")
+
+
+@e2ee_scenario("OMEMO session between two python-omemo clients, urn:xmpp:omemo:2 (XEP-0384)")
+async def s_omemo2(suite):
+    await omemo_exchange(suite, NS_OMEMO2, "omemo2")
+
+
 # --- runner ------------------------------------------------------------------
 
 class Suite:
@@ -1212,6 +1423,7 @@ class Suite:
                 self.accounts[name] = pw.strip()
         self.clients = []
         self.notes = []
+        self.omemo_record = args.omemo_record
 
     def password(self, localpart):
         if localpart not in self.accounts:
@@ -1301,6 +1513,8 @@ def main():
     p.add_argument("--scenario-timeout", type=int, default=60)
     p.add_argument("--suite", choices=("main", "e2ee"), default="main",
                    help="main: the scenarios for a server with --e2ee off; e2ee: those for the default policy")
+    p.add_argument("--omemo-record", help="e2ee suite: append the OMEMO plaintexts and message ids here "
+                                          "(\"plain TEXT\" and \"id ID\" lines), for the driver's check of the data file")
     p.add_argument("--debug", action="store_true", help="log every stanza")
     p.add_argument("--watch-shutdown", action="store_true",
                    help="instead of the scenarios: log in, print READY and check how the stream ends "
