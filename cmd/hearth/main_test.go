@@ -47,7 +47,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "", "hearth: unknown command \"frobnicate\""},
 		{[]string{"version"}, 0, "hearth ", ""},
 		{[]string{"dev", "--help"}, 0, "--tls-port", ""},
-		{[]string{"run", "-h"}, 0, "SIGHUP reloads the TLS certificate", ""},
+		{[]string{"run", "-h"}, 0, "re-reads the configuration file and the", ""},
 		{[]string{"admin", "--help"}, 0, "user import FILE", ""},
 		{[]string{"dev", "--nope"}, 2, "", "flag provided but not defined: -nope"},
 	} {
