@@ -24,6 +24,7 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/last"
 	"github.com/merveilles/hearth/server/xmpp/mam"
 	"github.com/merveilles/hearth/server/xmpp/message"
+	"github.com/merveilles/hearth/server/xmpp/muc"
 	"github.com/merveilles/hearth/server/xmpp/offline"
 	"github.com/merveilles/hearth/server/xmpp/pep"
 	"github.com/merveilles/hearth/server/xmpp/ping"
@@ -57,6 +58,7 @@ func modules() []xmpp.Module {
 		carbons.New(),   // XEP-0280 message carbons
 		csi.New(),       // XEP-0352 client state indication
 		sm.New(),        // XEP-0198 stream management: acks after durability, resumption
+		muc.New(),       // XEP-0045 rooms at rooms.DOMAIN, with their archive, roles and E2EE policy
 	}
 }
 

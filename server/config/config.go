@@ -177,6 +177,21 @@ type Retention struct {
 // RoomArchiveMin is the shortest retention a chat admin may give a room.
 const RoomArchiveMin = 24 * time.Hour
 
+// ForRoom is how long a room keeps its archive: its own retention if a
+// chat admin set one (own > 0), held within the configured bounds (a value
+// set before the bounds narrowed obeys the new ones), else the server
+// default. 0 means forever.
+func (r Retention) ForRoom(own time.Duration) time.Duration {
+	if own <= 0 {
+		return max(r.RoomArchive.D(), 0)
+	}
+	d := max(own, RoomArchiveMin)
+	if hi := r.RoomArchiveMax.D(); hi > 0 {
+		d = min(d, hi)
+	}
+	return d
+}
+
 // ACME obtains tls.cert_file/key_file from a CA (Let's Encrypt) once DNS
 // for every name points at this host; until then those files hold a
 // self-signed certificate.

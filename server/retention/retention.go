@@ -107,14 +107,7 @@ func Prune(ctx context.Context, st Store, cfg config.Retention, opt Options) (Re
 // value set before the bounds narrowed obeys the new ones), else the server
 // default. 0 means forever.
 func RoomRetention(cfg config.Retention, r store.Room) time.Duration {
-	if r.Retention <= 0 {
-		return max(cfg.RoomArchive.D(), 0)
-	}
-	d := max(r.Retention, config.RoomArchiveMin)
-	if hi := cfg.RoomArchiveMax.D(); hi > 0 {
-		d = min(d, hi)
-	}
-	return d
+	return cfg.ForRoom(r.Retention)
 }
 
 // OfflineExpired reports stored offline stanzas whose delay stamp (set by

@@ -58,7 +58,7 @@ func TestServerInfoListsIdentityAndEveryFeature(t *testing.T) {
 	}
 }
 
-func TestServerItemsEmpty(t *testing.T) {
+func TestServerItemsListServices(t *testing.T) {
 	s := servertest.Start(t)
 	s.AddUser(t, "alice", "pa")
 	a := s.Dial(t, "alice", "pa", "r")
@@ -67,8 +67,16 @@ func TestServerItemsEmpty(t *testing.T) {
 		t.Fatalf("items: %s", r)
 	}
 	q := r.Child(disco.NSItems, "query")
-	if q == nil || len(q.Elements()) != 0 {
-		t.Fatalf("want an empty items query, got %s", r)
+	if q == nil {
+		t.Fatalf("no items query in %s", r)
+	}
+	var jids []string
+	for _, it := range q.Elements() {
+		jids = append(jids, it.Get("jid"))
+	}
+	// Services only: the rooms service, never accounts or nodes.
+	if len(jids) != 1 || jids[0] != "rooms.localhost" {
+		t.Fatalf("server items %v, want only the rooms service", jids)
 	}
 }
 
