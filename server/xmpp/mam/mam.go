@@ -10,6 +10,15 @@
 // disk, but the stanza holds its acknowledgement (Stanza.HoldAck) until
 // the write is durable, and a failed write comes back to the sender as a
 // stanza error.
+//
+// Group commit: records queue on the module, and one writer goroutine,
+// alive while there is work, takes everything queued and commits it in one
+// transaction, then the next lot. What arrives during a commit waits for
+// the next one, so under load a transaction and its fsync carry hundreds of
+// records. A writer starting from idle first gathers for gatherWindow (as
+// bbolt's own Batch does), so that a burst after a quiet spell, such as a
+// client's queue flushed on reconnect, is one commit rather than a commit
+// of its first record and then one of the rest.
 package mam
 
 import (
@@ -70,15 +79,46 @@ type Module struct {
 
 	mu    sync.Mutex
 	prefs map[string]Prefs // localpart -> preferences, loaded on first use
-	// pending holds the writes in flight per user, so that a query sees
-	// every message delivered before it was asked.
-	pending map[string]map[chan struct{}]struct{}
+
+	wmu     sync.Mutex
+	queued  *round // records waiting for the next commit
+	writing bool   // the writer goroutine is running
+	// latest is, per user, the newest round holding one of their records,
+	// so that a query sees every message delivered before it was asked:
+	// rounds commit in order, so waiting for that one waits for all.
+	latest map[string]*round
 }
+
+// batchAppender is a store that commits several users' records in one
+// transaction (boltstore does). Other archives, such as tests' wrappers,
+// get one AppendArchive call per user and round, made concurrently.
+type batchAppender interface {
+	AppendArchives(ctx context.Context, byUser map[string][]store.ArchiveRecord) error
+}
+
+// round is one group commit.
+type round struct {
+	recs []queuedRecord
+	done chan struct{} // closed once every record is durable or failed
+}
+
+type queuedRecord struct {
+	ctx     context.Context
+	st      *xmpp.Stanza
+	user    string
+	rec     store.ArchiveRecord
+	release func(error)
+}
+
+// gatherWindow is how long a writer starting from idle waits for more
+// records: bbolt's default batch delay, what the archive used before it
+// had its own writer.
+const gatherWindow = 10 * time.Millisecond
 
 // New returns the archive module. It uses the host's store, which must
 // implement store.Archive.
 func New() *Module {
-	return &Module{prefs: make(map[string]Prefs), pending: make(map[string]map[chan struct{}]struct{})}
+	return &Module{prefs: make(map[string]Prefs), latest: make(map[string]*round)}
 }
 
 // NewWithArchive returns the module writing to a given archive (tests wrap
@@ -281,64 +321,147 @@ func (m *Module) onMessage(ctx context.Context, ev *xmpp.Event) bool {
 }
 
 // write archives one record asynchronously, holding the stanza's
-// acknowledgement until the group commit returns.
+// acknowledgement until the group commit that carries it returns.
 func (m *Module) write(ctx context.Context, st *xmpp.Stanza, user string, rec store.ArchiveRecord) {
-	release := st.HoldAck()
-	ctx = context.WithoutCancel(ctx)
-	done := make(chan struct{})
-	m.mu.Lock()
-	if m.pending[user] == nil {
-		m.pending[user] = make(map[chan struct{}]struct{})
+	q := queuedRecord{ctx: context.WithoutCancel(ctx), st: st, user: user, rec: rec, release: st.HoldAck()}
+	m.wmu.Lock()
+	if m.queued == nil {
+		m.queued = &round{done: make(chan struct{})}
 	}
-	m.pending[user][done] = struct{}{}
-	m.mu.Unlock()
-	go func() {
-		err := m.archive.AppendArchive(ctx, user, rec)
-		release(err)
-		m.mu.Lock()
-		delete(m.pending[user], done)
-		if len(m.pending[user]) == 0 {
-			delete(m.pending, user)
-		}
-		m.mu.Unlock()
-		close(done)
-		if err == nil {
-			return
-		}
-		m.h.Log.Error("archive message", "user", user, "err", err)
-		// Delivery went on without waiting for the disk; the sender learns
-		// the message was not archived (and stream management never acks
-		// it, so a client may resend).
-		el := st.El.Copy()
-		var kept []elem.Node
-		for _, c := range el.Children {
-			if e, ok := c.(*elem.Element); ok && e.Name.Space == NSSID && e.Name.Local == "stanza-id" {
-				continue
-			}
-			kept = append(kept, c)
-		}
-		el.Children = kept
-		m.h.Bounce(ctx, &xmpp.Stanza{El: el, From: st.From, To: st.To, Origin: st.Origin}, &xmpp.StanzaError{
-			Type: "wait", Condition: "resource-constraint",
-			Text: "the server could not archive this message (its storage failed); it may not have been kept, try again later",
-		})
-	}()
+	m.queued.recs = append(m.queued.recs, q)
+	m.latest[user] = m.queued
+	start := !m.writing
+	m.writing = true
+	m.wmu.Unlock()
+	if start {
+		go m.writer()
+	}
 }
 
-// settle waits for the user's archive writes that are in flight now.
-func (m *Module) settle(ctx context.Context, user string) {
-	m.mu.Lock()
-	var chs []chan struct{}
-	for ch := range m.pending[user] {
-		chs = append(chs, ch)
-	}
-	m.mu.Unlock()
-	for _, ch := range chs {
-		select {
-		case <-ch:
-		case <-ctx.Done():
+// writer commits the queued rounds one after the other and ends when the
+// queue is empty.
+func (m *Module) writer() {
+	time.Sleep(gatherWindow)
+	for {
+		m.wmu.Lock()
+		r := m.queued
+		m.queued = nil
+		if r == nil {
+			m.writing = false
+			m.wmu.Unlock()
 			return
 		}
+		m.wmu.Unlock()
+		m.commit(r)
+		m.wmu.Lock()
+		for _, q := range r.recs {
+			if m.latest[q.user] == r {
+				delete(m.latest, q.user)
+			}
+		}
+		m.wmu.Unlock()
+		close(r.done)
+	}
+}
+
+// commit writes one round and settles every record in it: the ack hold is
+// released, and a record that could not be written bounces to its sender.
+func (m *Module) commit(r *round) {
+	errs := make([]error, len(r.recs))
+	ba, batched := m.archive.(batchAppender)
+	if batched {
+		byUser := make(map[string][]store.ArchiveRecord)
+		for _, q := range r.recs {
+			byUser[q.user] = append(byUser[q.user], q.rec)
+		}
+		if err := ba.AppendArchives(context.Background(), byUser); err != nil {
+			// Find out which records fail on their own: one bad record
+			// (an ID already taken) must not lose everyone's messages.
+			m.appendEach(r.recs, errs, false)
+		}
+	} else {
+		m.appendEach(r.recs, errs, true)
+	}
+	// Newest first: stream management acks a prefix of a client's
+	// stanzas, so by the time the oldest hold of the round goes, the ones
+	// after it are already released and h can move over all of them.
+	for i := len(r.recs) - 1; i >= 0; i-- {
+		q := r.recs[i]
+		q.release(errs[i])
+		if errs[i] != nil {
+			m.bounce(q, errs[i])
+		}
+	}
+}
+
+// appendEach writes records with concurrent AppendArchive calls, one per
+// user or one per record, and sets errs[i] for record i.
+func (m *Module) appendEach(recs []queuedRecord, errs []error, perUser bool) {
+	var wg sync.WaitGroup
+	put := func(user string, idx []int) {
+		defer wg.Done()
+		batch := make([]store.ArchiveRecord, len(idx))
+		for j, i := range idx {
+			batch[j] = recs[i].rec
+		}
+		if err := m.archive.AppendArchive(context.Background(), user, batch...); err != nil {
+			for _, i := range idx {
+				errs[i] = err
+			}
+		}
+	}
+	if !perUser {
+		for i, q := range recs {
+			wg.Add(1)
+			go put(q.user, []int{i})
+		}
+		wg.Wait()
+		return
+	}
+	byUser := make(map[string][]int)
+	for i, q := range recs {
+		byUser[q.user] = append(byUser[q.user], i)
+	}
+	for user, idx := range byUser {
+		wg.Add(1)
+		go put(user, idx)
+	}
+	wg.Wait()
+}
+
+// bounce tells the sender a message was not archived. Delivery went on
+// without waiting for the disk; stream management never acks it, so a
+// client may resend.
+func (m *Module) bounce(q queuedRecord, err error) {
+	m.h.Log.Error("archive message", "user", q.user, "err", err)
+	st := q.st
+	el := st.El.Copy()
+	var kept []elem.Node
+	for _, c := range el.Children {
+		if e, ok := c.(*elem.Element); ok && e.Name.Space == NSSID && e.Name.Local == "stanza-id" {
+			continue
+		}
+		kept = append(kept, c)
+	}
+	el.Children = kept
+	m.h.Bounce(q.ctx, &xmpp.Stanza{El: el, From: st.From, To: st.To, Origin: st.Origin}, &xmpp.StanzaError{
+		Type: "wait", Condition: "resource-constraint",
+		Text: "the server could not archive this message (its storage failed); it may not have been kept, try again later",
+	})
+}
+
+// settle waits for the user's archive writes that are queued or in flight
+// now.
+func (m *Module) settle(ctx context.Context, user string) {
+	m.wmu.Lock()
+	r := m.latest[user]
+	m.wmu.Unlock()
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
 	}
 }
 

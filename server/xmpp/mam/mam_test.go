@@ -490,6 +490,11 @@ func TestWriteFailureBouncesToSender(t *testing.T) {
 	bob := online(t, ts.Dial(t, "bob", "pw", "b"))
 
 	chat(t, alice, bob, "fine")
+	// Writes are group-committed after delivery: a query waits for them,
+	// so "fine" is on disk before the disk breaks.
+	if rs, _ := query(t, bob, ""); bodies(rs) != "fine" {
+		t.Fatalf("archive before the failure: %s", bodies(rs))
+	}
 	fa.broken.Store(true)
 	alice.SendRaw("<message type='chat' id='lost' to='bob@localhost'><body>disk full</body></message>")
 	e := alice.Expect(func(e *elem.Element) bool { return e.Get("id") == "lost" && e.Get("type") == "error" })
