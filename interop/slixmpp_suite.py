@@ -29,6 +29,10 @@ from pathlib import Path
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+
+# The E2EE scenarios import omemo_clients from this directory; a run must
+# not leave __pycache__ behind in the checkout.
+sys.dont_write_bytecode = True
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
