@@ -6,7 +6,16 @@
 #
 #   REPS=3 USERS=2000 IDLE_SESSIONS=2000 LOGIN_SECS=10 LOGIN_CONC=16
 #   MSG_SECS=10 PAIRS=10 WINDOW=16 HOLD_SESSIONS=19900 HOLD_SECS=30
+#   RESUMES=100 UNACKED=10 MAM_GRACE=60 PHASES="idle logins messages messages-mam resume"
 #   HEARTH_PORT=25222 PROSODY_PORT=15222 OUT=docs/benchmarks.md
+#
+# Archiving: hearth archives every 1:1 message unless a user opts out. The
+# phases idle, logins and messages compare both servers without archives
+# (hearth's clients set their archive default to "never", Prosody has no
+# mod_mam); messages-mam and resume run with archiving on in both (hearth
+# as it ships, Prosody with mod_mam on SQLite, bench/prosody-mam.cfg.lua.tmpl).
+# hearth runs with --e2ee off: Prosody enforces no encryption policy and
+# both get the same plaintext bodies.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +29,13 @@ PAIRS=${PAIRS:-10}
 WINDOW=${WINDOW:-16}
 HOLD_SESSIONS=${HOLD_SESSIONS:-19900}
 HOLD_SECS=${HOLD_SECS:-30}
+RESUMES=${RESUMES:-100}
+# A server that commits every archived message on its own (Prosody on
+# SQLite) drains the in-flight window slowly after the senders stop.
+MAM_GRACE=${MAM_GRACE:-60}
+UNACKED=${UNACKED:-10}
+PHASES=${PHASES:-idle logins messages messages-mam resume}
+HOLD=${HOLD:-1} # 0 skips the 19,900-session hold
 HEARTH_PORT=${HEARTH_PORT:-25222}
 PROSODY_PORT=${PROSODY_PORT:-15222}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
@@ -71,7 +87,13 @@ if ! command -v prosody >/dev/null; then
 		if [[ -d /run/systemd/system ]]; then systemctl disable --now prosody >&2 || true; else prosodyctl stop >&2 || true; fi
 	fi
 fi
+# Prosody's SQL storage for mod_mam needs the SQLite driver for LuaDBI.
+if ! dpkg-query -W -f '${Status}' lua-dbi-sqlite3 2>/dev/null | grep -q 'ok installed'; then
+	log "installing lua-dbi-sqlite3 from Debian (Prosody's archive storage)"
+	apt-get install -y lua-dbi-sqlite3 >&2
+fi
 PROSODY_VERSION=$(dpkg-query -W -f '${Version}' prosody 2>/dev/null || prosody --version | head -1)
+DBI_VERSION=$(dpkg-query -W -f '${Version}' lua-dbi-sqlite3 2>/dev/null || echo '?')
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -91,8 +113,8 @@ log "provisioning $USERS accounts in hearth and Prosody"
 echo "# provisioning ($USERS accounts ${PREFIX}1..${PREFIX}$USERS, password $PASSWORD)" >>"$RES/commands.txt"
 HT=$WORK/hearth-template
 # A first start makes the certificate and the dev admin, as a user's would.
-echo "\$WORK/bin/hearth dev --data \$WORK/hearth-template --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn # first start, stopped with SIGTERM once it listens" >>"$RES/commands.txt"
-"$BIN/hearth" dev --data "$HT" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn >"$WORK/hearth-first.log" 2>&1 &
+echo "\$WORK/bin/hearth dev --data \$WORK/hearth-template --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn --e2ee off # first start, stopped with SIGTERM once it listens" >>"$RES/commands.txt"
+"$BIN/hearth" dev --data "$HT" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn --e2ee off >"$WORK/hearth-first.log" 2>&1 &
 SERVER_PID=$!
 wait_port "$HEARTH_PORT"
 stop_server
@@ -110,18 +132,23 @@ sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#"
 	"$ROOT/bench/prosody.cfg.lua.tmpl" >"$WORK/prosody.cfg.lua"
 sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody.cfg.lua"
 cp "$WORK/prosody.cfg.lua" "$RES/prosody.cfg.lua"
+sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#" \
+	"$ROOT/bench/prosody-mam.cfg.lua.tmpl" >"$WORK/prosody-mam.cfg.lua"
+sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody-mam.cfg.lua"
+cp "$WORK/prosody-mam.cfg.lua" "$RES/prosody-mam.cfg.lua"
 
 {
 	echo "# servers: each phase starts one on a fresh copy of its template data"
-	echo "cp -a \$WORK/hearth-template \$WORK/hearth && \$WORK/bin/hearth dev --data \$WORK/hearth --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn"
+	echo "cp -a \$WORK/hearth-template \$WORK/hearth && \$WORK/bin/hearth dev --data \$WORK/hearth --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn --e2ee off"
 	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody.cfg.lua -F # from bench/prosody.cfg.lua.tmpl"
+	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody-mam.cfg.lua -F # archive phases, from bench/prosody-mam.cfg.lua.tmpl"
 } >>"$RES/commands.txt"
 
 # --- servers -------------------------------------------------------------------
 start_hearth() {
 	rm -rf "$WORK/hearth"
 	cp -a "$HT" "$WORK/hearth"
-	"$BIN/hearth" dev --data "$WORK/hearth" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn >>"$WORK/hearth.log" 2>&1 &
+	"$BIN/hearth" dev --data "$WORK/hearth" --c2s-port "$HEARTH_PORT" --tls-port $((HEARTH_PORT + 1)) --log-level warn --e2ee off >>"$WORK/hearth.log" 2>&1 &
 	SERVER_PID=$!
 	PORT=$HEARTH_PORT
 	wait_port "$PORT"
@@ -131,16 +158,19 @@ start_prosody() {
 	rm -rf "$WORK/prosody"
 	mkdir -p "$WORK/prosody"
 	cp -a "$PT/data" "$WORK/prosody/data"
-	prosody --config "$WORK/prosody.cfg.lua" -F >>"$WORK/prosody.out" 2>&1 &
+	prosody --config "$PROSODY_CFG" -F >>"$WORK/prosody.out" 2>&1 &
 	SERVER_PID=$!
 	PORT=$PROSODY_PORT
 	wait_port "$PORT"
 }
 
 # phase SERVER NAME REP MODE ARGS...: fresh server, one load run, stop.
+# Phases whose name has "mam" or is "resume" run Prosody with mod_mam.
 phase() {
 	local server=$1 ph=$2 rep=$3 mode=$4
 	shift 4
+	PROSODY_CFG=$WORK/prosody.cfg.lua
+	if [[ $ph == *mam* || $ph == resume ]]; then PROSODY_CFG=$WORK/prosody-mam.cfg.lua; fi
 	"start_$server"
 	sleep 2 # let it reach its resting state
 	log "$server $ph run $rep"
@@ -154,30 +184,45 @@ phase() {
 	stop_server
 }
 
+wants() { [[ " $PHASES " == *" $1 "* ]]; }
+
 for rep in $(seq "$REPS"); do
 	for server in hearth prosody; do
-		phase "$server" idle "$rep" idle --sessions "$IDLE_SESSIONS" --concurrency 16 --settle 10s
-		phase "$server" logins "$rep" logins --duration "${LOGIN_SECS}s" --concurrency "$LOGIN_CONC" --login-users 100
-		phase "$server" messages "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s"
+		# Archiving off: hearth's users opt out (Prosody has no mod_mam here).
+		off=()
+		if [[ $server == hearth ]]; then off=(--mam-default never); fi
+		if wants idle; then phase "$server" idle "$rep" idle --sessions "$IDLE_SESSIONS" --concurrency 16 --settle 10s; fi
+		if wants logins; then phase "$server" logins "$rep" logins --duration "${LOGIN_SECS}s" --concurrency "$LOGIN_CONC" --login-users 100; fi
+		if wants messages; then phase "$server" messages "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s" "${off[@]}"; fi
+		# Archiving on in both: every message archived for sender and
+		# recipient, then each client counts its archive.
+		if wants messages-mam; then phase "$server" messages-mam "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s" --grace "${MAM_GRACE}s" --archive-count; fi
+		if wants resume; then phase "$server" resume "$rep" resume --resumes "$RESUMES" --unacked "$UNACKED"; fi
 	done
 done
 
-log "hearth: holding $HOLD_SESSIONS idle sessions"
-# One process may not open more descriptors than its RLIMIT_NOFILE; the tool
-# spreads the sessions over two processes and 127.0.0.x source addresses.
-phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 --hold "${HOLD_SECS}s" --settle 10s
+if [[ $HOLD == 1 ]]; then
+	log "hearth: holding $HOLD_SESSIONS idle sessions"
+	# One process may not open more descriptors than its RLIMIT_NOFILE; the tool
+	# spreads the sessions over two processes and 127.0.0.x source addresses.
+	phase hearth hold 1 idle --sessions "$HOLD_SESSIONS" --procs 2 --concurrency 32 --hold "${HOLD_SECS}s" --settle 10s
+fi
 
 {
 	echo "date:       $(date -u +'%Y-%m-%d %H:%M UTC')"
 	echo "machine:    $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 	echo "cpu:        $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-	echo "hearth:     $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3), CGO_ENABLED=0"
-	echo "prosody:    $PROSODY_VERSION (Debian), Lua $(lua5.4 -v 2>/dev/null | cut -d' ' -f2 || echo '?'), storage internal (files), no mod_mam, no mod_limits"
+	echo "hearth:     $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3), CGO_ENABLED=0, --e2ee off"
+	echo "prosody:    $PROSODY_VERSION (Debian), Lua $(lua5.4 -v 2>/dev/null | cut -d' ' -f2 || echo '?'), storage internal (files), mod_smacks, no mod_limits"
+	echo "archiving:  idle/logins/messages: off (hearth clients set MAM default=never; Prosody without mod_mam)"
+	echo "            messages-mam/resume: on (hearth as shipped; Prosody mod_mam, default_archive_policy = true,"
+	echo "            archives in SQLite via lua-dbi-sqlite3 $DBI_VERSION, other data in files)"
 	echo "accounts:   $USERS in each; SCRAM iterations: hearth 10000 (default), Prosody 10000 (default); mechanism $MECH"
 	echo "hearth import of $USERS accounts (daemon stopped): ${IMPORT_MS} ms"
 	echo "RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn)"
 	echo "load:       idle $IDLE_SESSIONS sessions; logins ${LOGIN_SECS}s × $LOGIN_CONC workers over 100 accounts;"
 	echo "            messages ${MSG_SECS}s, $PAIRS pairs, window $WINDOW per direction, both directions, full JIDs, 100-byte bodies"
+	echo "resume:     $RESUMES resumptions per run, $UNACKED unacked messages each, TCP reset, new connection 100 ms later"
 	echo "transport:  loopback, STARTTLS, TLS 1.3, X25519, ECDSA P-256 certificates on both"
 	echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews throughput, less so CPU per operation)"
 } >"$RES/env.txt"

@@ -151,60 +151,8 @@ func (t *target) login(ctx context.Context, user, resource string) (*conn, error
 }
 
 func (t *target) negotiate(ctx context.Context, raw net.Conn, user, resource string) (*conn, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	c := &conn{nc: raw, user: user}
-	if t.direct {
-		tc := tls.Client(raw, t.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
-		c.nc = tc
-		c.sc = newScanner(tc, 2048)
-	} else {
-		c.sc = newScanner(raw, 2048)
-		if err := c.openStream(t.domain); err != nil {
-			return nil, err
-		}
-		f, err := c.expect("stream:features")
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Contains(f, []byte("<starttls")) {
-			return nil, errors.New("server offers no STARTTLS")
-		}
-		if err := c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
-			return nil, err
-		}
-		if _, err := c.expect("proceed"); err != nil {
-			return nil, err
-		}
-		tc := tls.Client(raw, t.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
-		c.nc = tc
-		c.sc = newScanner(tc, 2048)
-	}
-	if err := c.openStream(t.domain); err != nil {
-		return nil, err
-	}
-	f, err := c.expect("stream:features")
+	c, _, err := t.authenticated(ctx, raw, user)
 	if err != nil {
-		return nil, err
-	}
-	if !bytes.Contains(f, []byte(">"+t.mech+"<")) {
-		return nil, fmt.Errorf("server does not offer %s: %s", t.mech, f)
-	}
-	if err := t.authenticate(c, user); err != nil {
-		return nil, err
-	}
-	c.sc = newScanner(c.nc, 2048)
-	if err := c.openStream(t.domain); err != nil {
-		return nil, err
-	}
-	if _, err := c.expect("stream:features"); err != nil {
 		return nil, err
 	}
 	if err := c.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource + "</resource></bind></iq>"); err != nil {
@@ -230,6 +178,86 @@ func (t *target) negotiate(ctx context.Context, raw net.Conn, user, resource str
 		break
 	}
 	return c, nil
+}
+
+// dialAuthenticated connects and runs TLS and SASL up to the features of
+// the restarted stream, where a client either binds or resumes.
+func (t *target) dialAuthenticated(ctx context.Context, user string) (*conn, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	raw, err := t.dialer().DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial: %w", err)
+	}
+	c, f, err := t.authenticated(ctx, raw, user)
+	if err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	return c, f, nil
+}
+
+// authenticated runs TLS and SASL on raw and returns the session with the
+// features of the restarted stream.
+func (t *target) authenticated(ctx context.Context, raw net.Conn, user string) (*conn, []byte, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	c := &conn{nc: raw, user: user}
+	if t.direct {
+		tc := tls.Client(raw, t.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, fmt.Errorf("TLS: %w", err)
+		}
+		c.nc = tc
+		c.sc = newScanner(tc, 2048)
+	} else {
+		c.sc = newScanner(raw, 2048)
+		if err := c.openStream(t.domain); err != nil {
+			return nil, nil, err
+		}
+		f, err := c.expect("stream:features")
+		if err != nil {
+			return nil, nil, err
+		}
+		if !bytes.Contains(f, []byte("<starttls")) {
+			return nil, nil, errors.New("server offers no STARTTLS")
+		}
+		if err := c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
+			return nil, nil, err
+		}
+		if _, err := c.expect("proceed"); err != nil {
+			return nil, nil, err
+		}
+		tc := tls.Client(raw, t.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, fmt.Errorf("TLS: %w", err)
+		}
+		c.nc = tc
+		c.sc = newScanner(tc, 2048)
+	}
+	if err := c.openStream(t.domain); err != nil {
+		return nil, nil, err
+	}
+	f, err := c.expect("stream:features")
+	if err != nil {
+		return nil, nil, err
+	}
+	if !bytes.Contains(f, []byte(">"+t.mech+"<")) {
+		return nil, nil, fmt.Errorf("server does not offer %s: %s", t.mech, f)
+	}
+	if err := t.authenticate(c, user); err != nil {
+		return nil, nil, err
+	}
+	c.sc = newScanner(c.nc, 2048)
+	if err := c.openStream(t.domain); err != nil {
+		return nil, nil, err
+	}
+	f, err = c.expect("stream:features")
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, append([]byte(nil), f...), nil
 }
 
 func (t *target) authenticate(c *conn, user string) error {

@@ -29,9 +29,10 @@ type options struct {
 	host, domain, prefix, password, tlsMode, mode, mech, label, address string
 	port, pid, sessions, concurrency, pairs, window, users, sources     int
 	bodyBytes, iterations, procs, child, loginUsers                     int
-	duration, settle, hold, grace, timeout                              time.Duration
-	jsonOut                                                             bool
-	out, results                                                        string
+	resumes, unacked                                                    int
+	duration, settle, hold, grace, timeout, dropWait                    time.Duration
+	jsonOut, archiveCount                                               bool
+	out, results, mamDefault                                            string
 }
 
 func main() {
@@ -49,7 +50,13 @@ Modes:
   logins    full logins per second (TCP, TLS, SASL, bind, roster,
             presence, ping, close) with --concurrency workers for --duration
   messages  1:1 messages per second between --pairs pairs of clients, both
-            directions, at most --window in flight per direction
+            directions, at most --window in flight per direction;
+            --archive-count then asks every client's archive (XEP-0313)
+            how many messages it holds
+  resume    stream management resumption (XEP-0198): a receiver gets
+            --unacked messages without acking, its TCP connection is reset,
+            a new connection authenticates and sends <resume/>; times to
+            <resumed/> and to the last redelivered message, --resumes times
   report    write docs/benchmarks.md from a bench-peers results directory
   prosody-accounts
             write Prosody account files (internal_hashed, SCRAM-SHA-1) for
@@ -69,7 +76,7 @@ Flags:
 	fs.StringVar(&o.password, "password", "load-password", "password of every account")
 	fs.StringVar(&o.tlsMode, "tls", "starttls", "starttls or direct")
 	fs.IntVar(&o.pid, "server-pid", 0, "PID of the server process (for RSS and CPU)")
-	fs.StringVar(&o.mode, "mode", "rss", "rss, idle, logins, messages or prosody-accounts")
+	fs.StringVar(&o.mode, "mode", "rss", "rss, idle, logins, messages, resume, report or prosody-accounts")
 	fs.IntVar(&o.sessions, "sessions", 1000, "idle: sessions to open")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "logins: parallel workers; idle/messages: parallel logins while connecting")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "logins/messages: how long to load")
@@ -87,6 +94,11 @@ Flags:
 	fs.IntVar(&o.procs, "procs", 1, "idle: hold the sessions in this many child processes (each is bound by RLIMIT_NOFILE)")
 	fs.IntVar(&o.child, "child", -1, "internal: run as child process number N of --procs")
 	fs.IntVar(&o.loginUsers, "login-users", 100, "logins: rotate over this many accounts (each logged in once before measuring)")
+	fs.StringVar(&o.mamDefault, "mam-default", "", "messages: first set every client's archiving default (XEP-0313 prefs: always, roster or never)")
+	fs.BoolVar(&o.archiveCount, "archive-count", false, "messages: afterwards, count the messages in every client's archive (XEP-0313 with RSM)")
+	fs.IntVar(&o.resumes, "resumes", 100, "resume: how many resumptions to time")
+	fs.IntVar(&o.unacked, "unacked", 10, "resume: messages left unacked before the connection dies")
+	fs.DurationVar(&o.dropWait, "drop-wait", 100*time.Millisecond, "resume: pause between the reset and the new connection")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&o.out, "out", "", "prosody-accounts: directory to write; report: markdown file to write")
 	fs.StringVar(&o.results, "results", "", "report: directory of JSON results (SERVER.PHASE.REP.json)")
@@ -196,6 +208,8 @@ func run(ctx context.Context, o *options) (*Result, error) {
 		err = runLogins(ctx, o, t, r)
 	case "messages":
 		err = runMessages(ctx, o, t, r)
+	case "resume":
+		err = runResume(ctx, o, t, r)
 	default:
 		return nil, fmt.Errorf("unknown --mode %q", o.mode)
 	}
@@ -239,16 +253,29 @@ type Result struct {
 	MsgsPerSec  float64 `json:"msgs_per_sec,omitempty"`
 	MsgP50Ms    float64 `json:"msg_p50_ms,omitempty"`
 	MsgP99Ms    float64 `json:"msg_p99_ms,omitempty"`
+	// Archived is the sum over the clients of the messages their archives
+	// hold after the run: 2 per delivered message when both sides archive.
+	Archived int64 `json:"archived,omitempty"`
+
+	Resumes          int     `json:"resumes,omitempty"`
+	Unacked          int     `json:"unacked,omitempty"`
+	ResumedP50Ms     float64 `json:"resumed_p50_ms,omitempty"`
+	ResumedP99Ms     float64 `json:"resumed_p99_ms,omitempty"`
+	RedeliveredP50Ms float64 `json:"redelivered_p50_ms,omitempty"`
+	RedeliveredP99Ms float64 `json:"redelivered_p99_ms,omitempty"`
 
 	Failures   int      `json:"failures"`
 	SoftErrors int      `json:"iq_errors"`
 	Errors     []string `json:"errors,omitempty"`
 
-	ElapsedSec       float64 `json:"elapsed_sec,omitempty"`
-	ServerCPUSec     float64 `json:"server_cpu_sec,omitempty"`
-	ToolCPUSec       float64 `json:"tool_cpu_sec,omitempty"`
-	ServerCPUPerOpUs float64 `json:"server_cpu_per_op_us,omitempty"`
-	ToolCPUPerOpUs   float64 `json:"tool_cpu_per_op_us,omitempty"`
+	// LoadAvg is the machine's 1-minute load average when the measured
+	// part started and when it ended.
+	LoadAvg          [2]float64 `json:"loadavg"`
+	ElapsedSec       float64    `json:"elapsed_sec,omitempty"`
+	ServerCPUSec     float64    `json:"server_cpu_sec,omitempty"`
+	ToolCPUSec       float64    `json:"tool_cpu_sec,omitempty"`
+	ServerCPUPerOpUs float64    `json:"server_cpu_per_op_us,omitempty"`
+	ToolCPUPerOpUs   float64    `json:"tool_cpu_per_op_us,omitempty"`
 }
 
 func (r *Result) print(w io.Writer) {
@@ -285,8 +312,17 @@ func (r *Result) print(w io.Writer) {
 		row("undelivered (bounced)", fmt.Sprintf("%d (%d)", r.Undelivered, r.Bounced))
 		row("messages/s", fmt.Sprintf("%.0f", r.MsgsPerSec))
 		row("delivery p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.MsgP50Ms, r.MsgP99Ms))
+		if r.Archived > 0 {
+			row("archived (all clients)", fmt.Sprintf("%d (%.2f per delivered message)", r.Archived, float64(r.Archived)/float64(max(1, r.Delivered))))
+		}
+	}
+	if r.Mode == "resume" {
+		row("resumptions", fmt.Sprintf("%d, %d unacked messages each", r.Resumes, r.Unacked))
+		row("to <resumed/> p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.ResumedP50Ms, r.ResumedP99Ms))
+		row("to all redelivered p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.RedeliveredP50Ms, r.RedeliveredP99Ms))
 	}
 	if r.Mode != "rss" {
+		row("load average (1 min)", fmt.Sprintf("%.2f at the start, %.2f at the end", r.LoadAvg[0], r.LoadAvg[1]))
 		row("failures / iq errors", fmt.Sprintf("%d / %d", r.Failures, r.SoftErrors))
 		row("elapsed", fmt.Sprintf("%.1f s", r.ElapsedSec))
 		row("server CPU", fmt.Sprintf("%.2f s", r.ServerCPUSec))

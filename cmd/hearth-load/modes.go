@@ -292,6 +292,18 @@ func runMessages(ctx context.Context, o *options, t *target, r *Result) error {
 			return fmt.Errorf("session %d failed to log in: %v", i, errs.samples)
 		}
 	}
+	if o.mamDefault != "" {
+		for _, c := range conns {
+			_ = c.nc.SetDeadline(time.Now().Add(o.timeout))
+			if err := c.write("<iq type='set' id='mamprefs'><prefs xmlns='urn:xmpp:mam:2' default='" + o.mamDefault + "'/></iq>"); err != nil {
+				return err
+			}
+			if err := c.expectIQ("mamprefs"); err != nil {
+				return fmt.Errorf("%s: archive preferences: %w", c.jid, err)
+			}
+			_ = c.nc.SetDeadline(time.Time{})
+		}
+	}
 	base := time.Now()
 	body := strings.Repeat("hearth load test message. ", o.bodyBytes/26+1)[:o.bodyBytes]
 	// Each client sends on one direction and receives on the other.
@@ -407,10 +419,21 @@ func runMessages(ctx context.Context, o *options, t *target, r *Result) error {
 		r.ServerCPUPerOpUs = r.ServerCPUSec / float64(r.Delivered) * 1e6
 		r.ToolCPUPerOpUs = r.ToolCPUSec / float64(r.Delivered) * 1e6
 	}
-	r.Failures, r.Errors = errs.n, errs.samples
 	for _, c := range conns {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
+	if o.archiveCount {
+		// After the CPU window: the queries are not part of the load.
+		for _, c := range conns {
+			n, err := queryArchiveCount(c, o.timeout)
+			if err != nil {
+				errs.add(fmt.Errorf("%s: %w", c.jid, err))
+				continue
+			}
+			r.Archived += n
+		}
+	}
+	r.Failures, r.Errors = errs.n, errs.samples
 	return nil
 }
 

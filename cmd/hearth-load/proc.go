@@ -106,10 +106,22 @@ type meter struct {
 	pid         int
 	start       time.Time
 	srv0, tool0 time.Duration
+	load0       float64
+}
+
+// loadAvg1 is the 1-minute load average (0 if unreadable): other work on
+// the machine is recorded next to every number.
+func loadAvg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	return f
 }
 
 func startMeter(pid int) (*meter, error) {
-	m := &meter{pid: pid, start: time.Now(), tool0: selfCPU()}
+	m := &meter{pid: pid, start: time.Now(), tool0: selfCPU(), load0: loadAvg1()}
 	if pid > 0 {
 		var err error
 		if m.srv0, err = serverCPU(pid); err != nil {
@@ -121,6 +133,7 @@ func startMeter(pid int) (*meter, error) {
 
 func (m *meter) stop(r *Result) error {
 	r.ElapsedSec = time.Since(m.start).Seconds()
+	r.LoadAvg = [2]float64{m.load0, loadAvg1()}
 	r.ToolCPUSec = (selfCPU() - m.tool0).Seconds()
 	if m.pid > 0 {
 		s, err := serverCPU(m.pid)
