@@ -38,7 +38,7 @@ import (
 )
 
 // modules is the whole server, top to bottom: each line is one feature.
-func modules() []xmpp.Module {
+func modules(rooms *muc.Module) []xmpp.Module {
 	return []xmpp.Module{
 		roster.New(),    // RFC 6121 rosters, XEP-0237 versioning
 		presence.New(),  // RFC 6121 presence and subscriptions
@@ -58,7 +58,7 @@ func modules() []xmpp.Module {
 		carbons.New(),   // XEP-0280 message carbons
 		csi.New(),       // XEP-0352 client state indication
 		sm.New(),        // XEP-0198 stream management: acks after durability, resumption
-		muc.New(),       // XEP-0045 rooms at rooms.DOMAIN, with their archive, roles and E2EE policy
+		rooms,           // XEP-0045 rooms at rooms.DOMAIN, with their archive, roles and E2EE policy
 	}
 }
 
@@ -68,7 +68,9 @@ type Server struct {
 	Store  store.Store
 	Certs  *tlscert.Holder
 	XMPP   *xmpp.Server
-	log    *slog.Logger
+	// Rooms is the group chat service, for room administration.
+	Rooms *muc.Module
+	log   *slog.Logger
 
 	listeners []net.Listener
 	wg        sync.WaitGroup
@@ -92,11 +94,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	x := xmpp.NewServer(cfg, st, certs.TLSConfig(), log)
-	if err := x.Register(modules()...); err != nil {
+	rooms := muc.New()
+	if err := x.Register(modules(rooms)...); err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &Server{Config: cfg, Store: st, Certs: certs, XMPP: x, log: log}, nil
+	return &Server{Config: cfg, Store: st, Certs: certs, XMPP: x, Rooms: rooms, log: log}, nil
 }
 
 // Listen opens the client ports on every configured address. A port of 0

@@ -159,7 +159,7 @@ func (m *Module) itemJID(r *room, item *elem.Element) (string, error) {
 			return "", &xmpp.StanzaError{Type: "modify", Condition: "jid-malformed", Text: fmt.Sprintf("%q is not a valid JID", s)}
 		}
 		if !m.local(j) {
-			return "", &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed", Text: "this room does not federate: only accounts of " + m.h.Domain() + " can be affiliated"}
+			return "", &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed", Text: "this room does not federate: only accounts of " + m.conf().Domain + " can be affiliated"}
 		}
 		return j.Bare().String(), nil
 	}
@@ -212,7 +212,7 @@ func (m *Module) setAffiliation(ctx context.Context, r *room, a actor, bare stri
 	if err != nil {
 		return err
 	}
-	m.h.Log.Info("rooms: affiliation changed", "room", r.name(), "jid", bare, "affiliation", aff, "by", a.bare)
+	m.log().Info("rooms: affiliation changed", "room", r.name(), "jid", bare, "affiliation", aff, "by", a.bare)
 	m.applyAffiliation(ctx, r, bare, reason, a.nick)
 	return nil
 }
@@ -303,7 +303,7 @@ func (m *Module) setRole(ctx context.Context, r *room, a actor, nick, role, reas
 	}
 	r.mu.Unlock()
 	if role == roleNone {
-		m.h.Log.Info("rooms: kicked", "room", r.name(), "nick", nick, "by", a.bare)
+		m.log().Info("rooms: kicked", "room", r.name(), "nick", nick, "by", a.bare)
 		m.removeOccupant(ctx, r, fulls, statusKicked, reason, a.nick)
 		return nil
 	}
@@ -417,7 +417,7 @@ func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaI
 	if err := m.st.AppendRoomArchive(ctx, r.name(), store.ArchiveRecord{ID: nid, With: r.jid.String(), Stanza: []byte(notice.String())}); err != nil {
 		return err
 	}
-	m.h.Log.Info("rooms: message retracted by a moderator", "room", r.name(), "id", stanzaID, "by", a.bare)
+	m.log().Info("rooms: message retracted by a moderator", "room", r.name(), "id", stanzaID, "by", a.bare)
 	m.broadcast(r, notice)
 	_ = legacy
 	return nil
@@ -527,12 +527,12 @@ func (m *Module) configForm(r *room) *elem.Element {
 
 // retention is how long a room's archive keeps messages (0: forever).
 func (m *Module) retention(c store.Room) time.Duration {
-	return m.h.Config().Retention.ForRoom(c.Retention)
+	return m.conf().Retention.ForRoom(c.Retention)
 }
 
 // checkRetention holds a chat admin's choice within the server's bounds.
 func (m *Module) checkRetention(d time.Duration) error {
-	hi := m.h.Config().Retention.RoomArchiveMax.D()
+	hi := m.conf().Retention.RoomArchiveMax.D()
 	if d < config.RoomArchiveMin || (hi > 0 && d > hi) {
 		return fmt.Errorf("a room's archive keeps messages between %d and %d days on this server", int(config.RoomArchiveMin.Hours()/24), int(hi.Hours()/24))
 	}

@@ -27,7 +27,7 @@ func (m *Module) handleIQ(ctx context.Context, st *xmpp.Stanza) {
 	}
 	r, err := m.getRoom(ctx, name)
 	if err != nil {
-		m.h.Log.Error("rooms: load failed", "room", name, "err", err)
+		m.log().Error("rooms: load failed", "room", name, "err", err)
 		m.h.Bounce(ctx, st, xmpp.ErrInternal())
 		return
 	}
@@ -278,7 +278,7 @@ func (m *Module) archiveQuery(ctx context.Context, r *room, st *xmpp.Stanza, p *
 		return nil, xmpp.ErrForbidden("archive queries come from a client")
 	}
 	return mam.SendPage(p, page, flip, r.jid.String(), st.Origin, func(id uint64, err error) {
-		m.h.Log.Error("rooms: archived message unreadable", "room", r.name(), "id", id, "err", err)
+		m.log().Error("rooms: archived message unreadable", "room", r.name(), "id", id, "err", err)
 	})
 }
 

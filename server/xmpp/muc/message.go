@@ -32,7 +32,7 @@ func (m *Module) handleMessage(ctx context.Context, st *xmpp.Stanza) {
 	}
 	r, err := m.getRoom(ctx, name)
 	if err != nil {
-		m.h.Log.Error("rooms: load failed", "room", name, "err", err)
+		m.log().Error("rooms: load failed", "room", name, "err", err)
 		m.h.Bounce(ctx, st, xmpp.ErrInternal())
 		return
 	}
@@ -90,7 +90,7 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 		return
 	}
 	if encrypted {
-		switch e2ee.Decide(e2ee.Policy(m.h.Config().E2EE.Policy), st.El) {
+		switch e2ee.Decide(e2ee.Policy(m.conf().E2EE.Policy), st.El) {
 		case e2ee.Bounce:
 			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "modify", Condition: "policy-violation", Text: BounceText})
 			return
@@ -105,7 +105,7 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 		err := m.st.AppendRoomArchive(ctx, r.name(), store.ArchiveRecord{ID: id, With: r.occupantJID(o.nick), Stanza: []byte(out.String())})
 		release(err)
 		if err != nil {
-			m.h.Log.Error("rooms: archive write failed", "room", r.name(), "err", err)
+			m.log().Error("rooms: archive write failed", "room", r.name(), "err", err)
 			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint", Text: "the room could not store your message; try again later"})
 			return
 		}
@@ -177,7 +177,7 @@ func (m *Module) setSubject(ctx context.Context, r *room, st *xmpp.Stanza, o *oc
 		return nil
 	})
 	if err != nil {
-		m.h.Log.Error("rooms: subject not stored", "room", r.name(), "err", err)
+		m.log().Error("rooms: subject not stored", "room", r.name(), "err", err)
 		m.h.Bounce(ctx, st, xmpp.ErrInternal())
 		return
 	}
@@ -213,7 +213,7 @@ func (m *Module) privateMessage(ctx context.Context, r *room, st *xmpp.Stanza) {
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "item-not-found", Text: "nobody by that nickname is in the room"})
 		return
 	}
-	if encrypted && e2ee.Decide(e2ee.Policy(m.h.Config().E2EE.Policy), st.El) == e2ee.Bounce {
+	if encrypted && e2ee.Decide(e2ee.Policy(m.conf().E2EE.Policy), st.El) == e2ee.Bounce {
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "modify", Condition: "policy-violation", Text: BounceText})
 		return
 	}
@@ -270,7 +270,7 @@ func (m *Module) mediated(ctx context.Context, r *room, st *xmpp.Stanza, x *elem
 		}
 		to, err := jid.Parse(inv.Get("to"))
 		if err != nil || !m.local(to) {
-			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed", Text: "only accounts of " + m.h.Domain() + " can be invited: this room does not federate"})
+			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed", Text: "only accounts of " + m.conf().Domain + " can be invited: this room does not federate"})
 			return
 		}
 		bare := to.Bare().String()
@@ -348,7 +348,7 @@ func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, j
 	}
 	page, err := m.st.QueryRoomArchive(ctx, r.name(), q)
 	if err != nil {
-		m.h.Log.Error("rooms: history unavailable", "room", r.name(), "err", err)
+		m.log().Error("rooms: history unavailable", "room", r.name(), "err", err)
 		return
 	}
 	to := sess.JID().String()

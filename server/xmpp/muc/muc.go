@@ -23,6 +23,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/merveilles/hearth/server/config"
 	"github.com/merveilles/hearth/server/store"
 	"github.com/merveilles/hearth/server/xmpp"
 	"github.com/merveilles/hearth/server/xmpp/elem"
@@ -72,6 +73,7 @@ const (
 
 // Storage is what the service keeps.
 type Storage interface {
+	store.Accounts
 	store.Rooms
 	store.RoomArchive
 	store.Audit
@@ -94,6 +96,10 @@ type Module struct {
 	// senders (XEP-0045 section 7.2.2: IQs between occupants).
 	iqMu      sync.Mutex
 	pendingIQ map[string]forwardedIQ
+
+	// Set by Offline, for administration without a running server.
+	offlineCfg *config.Config
+	offlineLog *slog.Logger
 }
 
 type forwardedIQ struct {
@@ -186,16 +192,18 @@ func (m *Module) handle(ctx context.Context, ev *xmpp.Event) bool {
 // federation "off", so nothing from another server enters them. When
 // rooms may federate, the per-room policy is checked here.
 func (m *Module) admit(st *xmpp.Stanza) *xmpp.StanzaError {
-	if st.From.Domainpart() != m.h.Domain() {
+	if st.From.Domainpart() != m.conf().Domain {
 		return &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed",
-			Text: "this room service does not federate: only accounts of " + m.h.Domain() + " may use it"}
+			Text: "this room service does not federate: only accounts of " + m.conf().Domain + " may use it"}
 	}
 	return nil
 }
 
 // local reports whether a JID may be given a place in a room (affiliation
 // or invitation): the same rule as admit, for addresses named in payloads.
-func (m *Module) local(j jid.JID) bool { return j.Domainpart() == m.h.Domain() && j.Localpart() != "" }
+func (m *Module) local(j jid.JID) bool {
+	return j.Domainpart() == m.conf().Domain && j.Localpart() != ""
+}
 
 func (m *Module) handleService(ctx context.Context, st *xmpp.Stanza) {
 	if st.Kind() != "iq" {
@@ -233,7 +241,7 @@ func (m *Module) reply(ctx context.Context, st *xmpp.Stanza, payload *elem.Eleme
 		}
 		se := xmpp.AsStanzaError(err)
 		if se.Condition == "internal-server-error" {
-			m.h.Log.Error("rooms: request failed", "from", st.From.String(), "to", st.To.String(), "err", err)
+			m.log().Error("rooms: request failed", "from", st.From.String(), "to", st.To.String(), "err", err)
 		}
 		m.h.Bounce(ctx, st, se)
 		return
@@ -244,10 +252,10 @@ func (m *Module) reply(ctx context.Context, st *xmpp.Stanza, payload *elem.Eleme
 // serverRole is an account's server role; accounts that are gone count as
 // limited.
 func (m *Module) serverRole(ctx context.Context, bare jid.JID) store.Role {
-	if bare.Domainpart() != m.h.Domain() {
+	if bare.Domainpart() != m.conf().Domain {
 		return store.RoleLimited
 	}
-	a, err := m.h.Store.GetAccount(ctx, bare.Localpart())
+	a, err := m.st.GetAccount(ctx, bare.Localpart())
 	if err != nil || a.Disabled {
 		return store.RoleLimited
 	}
@@ -357,7 +365,12 @@ func (m *Module) forget(name string) {
 	m.mu.Unlock()
 }
 
-func (m *Module) log() *slog.Logger { return m.h.Log }
+func (m *Module) log() *slog.Logger {
+	if m.h == nil {
+		return m.offlineLog
+	}
+	return m.h.Log
+}
 
 // audit records an administrative change; a failure is logged, since the
 // change itself already happened.

@@ -596,7 +596,9 @@ func TestInvitationsSelfPingAndAvatar(t *testing.T) {
 	// XEP-0410 self-ping: joined answers result; after leaving, an error.
 	mustResult(t, iq(t, dave, "get", roomJID("team")+"/Dave", "<ping xmlns='urn:xmpp:ping'/>"))
 	dave.SendRaw("<presence type='unavailable' to='" + roomJID("team") + "/Dave'/>")
-	dave.Expect(func(e *elem.Element) bool { return e.Get("type") == "unavailable" && e.Get("from") == roomJID("team")+"/Dave" })
+	dave.Expect(func(e *elem.Element) bool {
+		return e.Get("type") == "unavailable" && e.Get("from") == roomJID("team")+"/Dave"
+	})
 	if r := iq(t, dave, "get", roomJID("team")+"/Dave", "<ping xmlns='urn:xmpp:ping'/>"); condition(r) != "not-acceptable" {
 		t.Fatalf("self-ping after leaving: %s", r)
 	}

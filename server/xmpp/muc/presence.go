@@ -52,7 +52,7 @@ func (m *Module) handlePresence(ctx context.Context, st *xmpp.Stanza) {
 	}
 	r, err := m.getRoom(ctx, name)
 	if err != nil {
-		m.h.Log.Error("rooms: load failed", "room", name, "err", err)
+		m.log().Error("rooms: load failed", "room", name, "err", err)
 		m.h.Bounce(ctx, st, xmpp.ErrInternal())
 		return
 	}
@@ -93,7 +93,7 @@ func (m *Module) handlePresence(ctx context.Context, st *xmpp.Stanza) {
 // rooms (config rooms.create; never limited accounts).
 func (m *Module) createOnJoin(ctx context.Context, st *xmpp.Stanza, name string) (*room, error) {
 	role := m.serverRole(ctx, st.From.Bare())
-	if role == store.RoleLimited || (m.h.Config().Rooms.Create == "admins" && role != store.RoleAdmin) {
+	if role == store.RoleLimited || (m.conf().Rooms.Create == "admins" && role != store.RoleAdmin) {
 		return nil, &xmpp.StanzaError{Type: "cancel", Condition: "item-not-found", Text: "no such room, and your account may not create rooms"}
 	}
 	if _, err := jid.New(name, m.domain, ""); err != nil {
@@ -104,10 +104,10 @@ func (m *Module) createOnJoin(ctx context.Context, st *xmpp.Stanza, name string)
 		return m.getRoom(ctx, name) // another session created it first
 	}
 	if err != nil {
-		m.h.Log.Error("rooms: create failed", "room", name, "err", err)
+		m.log().Error("rooms: create failed", "room", name, "err", err)
 		return nil, xmpp.ErrInternal()
 	}
-	m.h.Log.Info("rooms: created", "room", name, "owner", st.From.Bare().String())
+	m.log().Info("rooms: created", "room", name, "owner", st.From.Bare().String())
 	return r, nil
 }
 
@@ -207,7 +207,7 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 	m.sendHistory(ctx, r, sess, st.El)
 	_ = sess.Send(addressed(subject, full))
 	if isNew {
-		m.h.Log.Debug("rooms: joined", "room", r.name(), "nick", nick)
+		m.log().Debug("rooms: joined", "room", r.name(), "nick", nick)
 	}
 }
 
@@ -363,6 +363,9 @@ func (m *Module) deliver(full string, el *elem.Element) {
 	j, err := jid.Parse(full)
 	if err != nil {
 		return
+	}
+	if m.h == nil {
+		return // administration without a server: nobody is in a room
 	}
 	if s := m.h.Session(j); s != nil {
 		_ = s.Send(addressed(el, full))
