@@ -76,10 +76,27 @@ func Encrypted(msg *elem.Element) bool {
 
 // Plaintext reports whether a message has a body without an encrypted
 // payload. Receipts, chat states, markers and other bodiless messages are
-// not plaintext: they carry no conversation text.
+// not plaintext: they carry no conversation text. Nor is a room invitation
+// (XEP-0249 direct, or XEP-0045 mediated): clients add a generated body
+// ("alice invites you to …") for readers that do not understand it, and
+// bouncing it would make inviting someone to an encrypted room impossible.
 func Plaintext(msg *elem.Element) bool {
-	return msg.Child(elem.NSClient, "body") != nil && !Encrypted(msg)
+	if msg.Child(elem.NSClient, "body") == nil || Encrypted(msg) {
+		return false
+	}
+	if msg.Child(nsConference, "x") != nil {
+		return false
+	}
+	if x := msg.Child(nsMUCUser, "x"); x != nil && (x.Child(nsMUCUser, "invite") != nil || x.Child(nsMUCUser, "decline") != nil) {
+		return false
+	}
+	return true
 }
+
+const (
+	nsConference = "jabber:x:conference"
+	nsMUCUser    = "http://jabber.org/protocol/muc#user"
+)
 
 // Decide applies policy p to a message a user sends. Errors are never
 // refused: bouncing an error could loop. Whom the message is for (a

@@ -152,6 +152,9 @@ func TestDecide(t *testing.T) {
 	enc := plain.Copy().Add(elem.New(e2ee.NSOMEMO2, "encrypted"))
 	errMsg := plain.Copy().Set("type", "error")
 	bodiless := elem.New(elem.NSClient, "message").Add(elem.New("urn:xmpp:chat-markers:0", "displayed"))
+	directInvite := plain.Copy().Add(elem.New("jabber:x:conference", "x", "jid", "room@rooms.localhost"))
+	mediatedInvite := plain.Copy().Add(elem.New("http://jabber.org/protocol/muc#user", "x").Add(elem.New("http://jabber.org/protocol/muc#user", "invite", "to", "bob@localhost")))
+	mucUserNoInvite := plain.Copy().Add(elem.New("http://jabber.org/protocol/muc#user", "x"))
 	for _, c := range []struct {
 		p    e2ee.Policy
 		msg  *elem.Element
@@ -161,6 +164,9 @@ func TestDecide(t *testing.T) {
 		{e2ee.Required, enc, e2ee.Deliver},
 		{e2ee.Required, errMsg, e2ee.Deliver},
 		{e2ee.Required, bodiless, e2ee.Deliver},
+		{e2ee.Required, directInvite, e2ee.Deliver},
+		{e2ee.Required, mediatedInvite, e2ee.Deliver},
+		{e2ee.Required, mucUserNoInvite, e2ee.Bounce},
 		{e2ee.Optional, plain, e2ee.Warn},
 		{e2ee.Optional, enc, e2ee.Deliver},
 		{e2ee.Off, plain, e2ee.Deliver},
