@@ -19,14 +19,9 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/elem"
 )
 
-// pending are caas checks that belong to later issues (rooms, uploads,
-// push, the production nginx), reported but not run.
+// pending are caas checks that belong to later issues (uploads, push,
+// the production nginx), reported but not run.
 var pending = []struct{ name, why string }{
-	{"XEP-0045: Multi-User Chat", "rooms: a later issue"},
-	{"XEP-0249: Direct MUC Invitations", "rooms: a later issue"},
-	{"MUC vCard avatars", "rooms: a later issue"},
-	{"XEP-0313: MAM for rooms", "rooms: a later issue"},
-	{"XEP-0410: MUC self-ping", "rooms: a later issue"},
 	{"XEP-0363: HTTP File Upload (with CORS)", "uploads: a later issue"},
 	{"XEP-0357: Push Notifications", "push: a later issue"},
 	{"XEP-0065: SOCKS5 Bytestreams proxy", "a later issue"},
@@ -61,6 +56,11 @@ var checks = []check{
 	{"XEP-0368: direct TLS", checkDirectTLS},
 	{"XEP-0160: offline messages", checkOffline},
 	{"XEP-0077: in-band registration refused (invite-gated)", checkRegisterRefused},
+	{"XEP-0045: Multi-User Chat (service present)", checkMUCService},
+	{"XEP-0153: vCard-based avatars (MUC)", checkMUCAvatar},
+	{"XEP-0313: MAM for rooms", checkMUCArchive},
+	{"XEP-0410: MUC self-ping", checkMUCSelfPing},
+	{"XEP-0249: direct MUC invitations", checkDirectInvite},
 }
 
 func TestCompliance(t *testing.T) {
