@@ -9,4 +9,6 @@
 //
 // HEARTH_INTEROP_DEBUG=1 logs every stanza and runs the server at debug
 // level; HEARTH_INTEROP_ONLY=name runs only scenarios whose name contains it.
+// The group chat scenarios (interop/slixmpp_muc.py, TestSlixmppMUC) take
+// HEARTH_INTEROP_MUC_ONLY=name instead.
 package interop
