@@ -178,8 +178,9 @@ func (m *module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
 		return false
 	}
 	st := ev.Stanza
-	if st.Kind() != "message" || st.Type() == "groupchat" {
-		// Rooms apply their own policy (a room may be marked plaintext).
+	if st.Kind() != "message" || st.Type() == "groupchat" || st.To.Domainpart() == m.h.Config().RoomsDomain() {
+		// Rooms apply their own policy, to private messages between
+		// occupants too (a room may be marked plaintext).
 		return false
 	}
 	// One-to-one means to an account: a message to the server or to a

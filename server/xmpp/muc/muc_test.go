@@ -220,6 +220,17 @@ func TestCreateJoinAndTalkEncrypted(t *testing.T) {
 		t.Fatalf("archive: %d records, %v; want only the encrypted one", len(page.Records), err)
 	}
 
+	// Private messages between occupants of an encrypted room obey the
+	// policy too.
+	bob.SendRaw("<message type='chat' id='pm' to='" + roomJID("garden") + "/Alice'><body>psst</body></message>")
+	if e := bob.Expect(func(e *elem.Element) bool { return e.Get("id") == "pm" }); condition(e) != "policy-violation" {
+		t.Fatalf("plaintext private message in an encrypted room: %s", e)
+	}
+	bob.SendRaw("<message type='chat' id='pm2' to='" + roomJID("garden") + "/Alice'>" + omemo + "</message>")
+	if m := alice.Expect(func(e *elem.Element) bool { return e.Get("id") == "pm2" }); m.Get("from") != roomJID("garden")+"/Bob" {
+		t.Fatalf("encrypted private message: %s", m)
+	}
+
 	// Chat states pass (no body) but are not archived.
 	sendGroup(bob, "garden", "cs", "<composing xmlns='http://jabber.org/protocol/chatstates'/>")
 	alice.Expect(isGroupMsg("cs"))
@@ -640,5 +651,141 @@ func TestRoomsSurviveRestart(t *testing.T) {
 	if !strings.Contains(alice.Pending(), "k1") {
 		// History came before the subject.
 		t.Fatalf("history after restart missing k1; got %s", alice.Pending())
+	}
+}
+
+func TestModeratedRoomsVoiceAndSubject(t *testing.T) {
+	s := start(t)
+	cl := users(t, s, "alice", "root", "bob")
+	alice, root, bob := cl[0], cl[1], cl[2]
+	setServerRole(t, s, "root", store.RoleAdmin)
+	join(t, alice, "stage", "Alice")
+	// A plaintext, open, moderated room: newcomers without membership are
+	// visitors.
+	mustResult(t, submitConfig(t, root, "stage", map[string]string{muc.FieldEncryption: "plaintext"}))
+	mustResult(t, submitConfig(t, alice, "stage", map[string]string{"muc#roomconfig_membersonly": "0", "muc#roomconfig_moderatedroom": "1"}))
+	self := join(t, bob, "stage", "Bob")
+	if item(self).Get("role") != "visitor" {
+		t.Fatalf("newcomer in a moderated room: %s", self)
+	}
+	sendGroup(bob, "stage", "v1", "<body>may I?</body>")
+	if e := bob.Expect(func(e *elem.Element) bool { return e.Get("id") == "v1" }); condition(e) != "forbidden" {
+		t.Fatalf("visitor spoke: %s", e)
+	}
+	// Voice.
+	mustResult(t, iq(t, alice, "set", roomJID("stage"), "<query xmlns='"+muc.NSAdmin+"'><item nick='Bob' role='participant'/></query>"))
+	p := bob.Expect(func(e *elem.Element) bool {
+		return e.Get("from") == roomJID("stage")+"/Bob" && item(e) != nil && item(e).Get("role") == "participant"
+	})
+	if !hasStatus(p, "110") {
+		t.Fatalf("own role change lacks 110: %s", p)
+	}
+	sendGroup(bob, "stage", "v2", "<body>thanks</body>")
+	alice.Expect(isGroupMsg("v2"))
+	// Participants may not change the subject unless the room allows it.
+	sendGroup(bob, "stage", "s1", "<subject>mine now</subject>")
+	if e := bob.Expect(func(e *elem.Element) bool { return e.Get("id") == "s1" }); condition(e) != "forbidden" {
+		t.Fatalf("participant changed the subject: %s", e)
+	}
+	sendGroup(alice, "stage", "s2", "<subject>Tonight: the show</subject>")
+	bob.Expect(isGroupMsg("s2"))
+	// Newcomers get the subject, from whoever set it, last.
+	cl2 := users(t, s, "carol")
+	carol := cl2[0]
+	occ := roomJID("stage") + "/Carol"
+	carol.SendRaw("<presence to='" + occ + "'><x xmlns='" + muc.NS + "'/></presence>")
+	subj := carol.Expect(func(e *elem.Element) bool { return e.Child(elem.NSClient, "subject") != nil })
+	if subj.ChildText(elem.NSClient, "subject") != "Tonight: the show" || subj.Get("from") != roomJID("stage")+"/Alice" {
+		t.Fatalf("subject on join: %s", subj)
+	}
+}
+
+func TestSemiAnonymousPlaintextRoomHidesJIDs(t *testing.T) {
+	s := start(t)
+	cl := users(t, s, "alice", "root", "bob", "carol")
+	alice, root, bob, carol := cl[0], cl[1], cl[2], cl[3]
+	setServerRole(t, s, "root", store.RoleAdmin)
+	join(t, alice, "masks", "Alice")
+	mustResult(t, submitConfig(t, root, "masks", map[string]string{muc.FieldEncryption: "plaintext"}))
+	mustResult(t, submitConfig(t, alice, "masks", map[string]string{"muc#roomconfig_membersonly": "0", "muc#roomconfig_whois": "moderators"}))
+	self := join(t, bob, "masks", "Bob")
+	if hasStatus(self, "100") {
+		t.Fatalf("semi-anonymous room says non-anonymous: %s", self)
+	}
+	join(t, carol, "masks", "Carol")
+	// Bob (participant) does not see Carol's JID; Alice (moderator) does.
+	p := bob.Expect(isPresenceFrom(roomJID("masks") + "/Carol"))
+	if item(p).Get("jid") != "" || strings.Contains(p.String(), "carol@") {
+		t.Fatalf("participant sees a real JID: %s", p)
+	}
+	p = alice.Expect(isPresenceFrom(roomJID("masks") + "/Carol"))
+	if !strings.HasPrefix(item(p).Get("jid"), "carol@localhost/") {
+		t.Fatalf("moderator does not see the real JID: %s", p)
+	}
+	// Private messages between occupants go through the room, from the
+	// sender's occupant JID.
+	bob.SendRaw("<message type='chat' id='pm1' to='" + roomJID("masks") + "/Carol'><body>psst</body></message>")
+	m := carol.Expect(func(e *elem.Element) bool { return e.Get("id") == "pm1" })
+	if m.Get("from") != roomJID("masks")+"/Bob" || strings.Contains(m.String(), "bob@") {
+		t.Fatalf("private message: %s", m)
+	}
+	// A nickname change is seen as 303 then the new nick.
+	bob.SendRaw("<presence to='" + roomJID("masks") + "/Robert'/>")
+	p = carol.Expect(func(e *elem.Element) bool {
+		return isPresenceFrom(roomJID("masks")+"/Bob")(e) && e.Get("type") == "unavailable"
+	})
+	if !hasStatus(p, "303") || item(p).Get("nick") != "Robert" {
+		t.Fatalf("nick change: %s", p)
+	}
+	carol.Expect(isPresenceFrom(roomJID("masks") + "/Robert"))
+	// An IQ to an occupant is relayed to their client and its answer back
+	// (this test client answers unknown queries with an error).
+	r := iq(t, bob, "get", roomJID("masks")+"/Carol", "<query xmlns='jabber:iq:version'/>")
+	if r.Get("from") != roomJID("masks")+"/Carol" || (r.Get("type") == "error" && condition(r) != "service-unavailable") {
+		t.Fatalf("relayed IQ answer: %s", r)
+	}
+	if r := iq(t, bob, "get", roomJID("masks")+"/Nobody", "<query xmlns='jabber:iq:version'/>"); condition(r) != "item-not-found" {
+		t.Fatalf("IQ to an absent nick: %s", r)
+	}
+}
+
+func TestHistorySecondsAndSince(t *testing.T) {
+	s := start(t)
+	cl := users(t, s, "alice", "bob")
+	alice, bob := cl[0], cl[1]
+	join(t, alice, "time", "Alice")
+	mustResult(t, affiliate(t, alice, "time", "bob@localhost", "member"))
+	sendGroup(alice, "time", "old", omemo)
+	alice.Expect(isGroupMsg("old"))
+	time.Sleep(1500 * time.Millisecond)
+	mark := time.Now().UTC()
+	sendGroup(alice, "time", "new", omemo)
+	alice.Expect(isGroupMsg("new"))
+	history := func(spec string) []string {
+		occ := roomJID("time") + "/Bob"
+		bob.SendRaw(fmt.Sprintf("<presence to='%s'><x xmlns='%s'><history %s/></x></presence>", occ, muc.NS, spec))
+		var ids []string
+		for {
+			e := bob.Expect(func(e *elem.Element) bool { return e.Name.Local == "message" })
+			if e.Child(elem.NSClient, "subject") != nil {
+				break
+			}
+			ids = append(ids, e.Get("id"))
+		}
+		bob.SendRaw("<presence type='unavailable' to='" + occ + "'/>")
+		bob.Expect(func(e *elem.Element) bool { return e.Get("from") == occ && e.Get("type") == "unavailable" })
+		return ids
+	}
+	if got := history("seconds='1'"); strings.Join(got, ",") != "new" {
+		t.Errorf("seconds=1: %v", got)
+	}
+	if got := history("since='" + mark.Add(-100*time.Millisecond).Format(time.RFC3339Nano) + "'"); strings.Join(got, ",") != "new" {
+		t.Errorf("since: %v", got)
+	}
+	if got := history("maxchars='0'"); len(got) != 0 {
+		t.Errorf("maxchars=0: %v", got)
+	}
+	if got := history(""); strings.Join(got, ",") != "old,new" {
+		t.Errorf("default: %v", got)
 	}
 }
