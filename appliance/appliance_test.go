@@ -158,6 +158,27 @@ func TestAppliance(t *testing.T) {
 		t.Errorf("host-meta over HTTPS through nginx: %v\n%s", err, out)
 	}
 
+	// `systemctl reload` re-reads the configuration in the same process,
+	// which keeps serving.
+	pid := c.show("hearth.service", "MainPID")
+	c.must("systemctl", "reload", "hearth.service")
+	if after := c.show("hearth.service", "MainPID"); after != pid || c.show("hearth.service", "ActiveState") != "active" {
+		t.Errorf("reload: MainPID %s -> %s, state %s", pid, after, c.show("hearth.service", "ActiveState"))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := c.run("", "journalctl", "--no-pager", "-u", "hearth.service", "_PID="+pid)
+		if strings.Contains(out, "configuration reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no 'configuration reloaded' in the journal after systemctl reload:\n%s", out)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	clientLogin(t, c, login, ca, "127.0.0.1:5222", false, password, true)
+
 	// The sysadmin adds a block volume: setup formats it (it is empty and
 	// named twice), moves the data onto it, and the service comes back with
 	// every account; a second run changes nothing.
