@@ -333,6 +333,8 @@ func (m *Module) createRoom(ctx context.Context, name string, owner string, edit
 // update changes a room's stored configuration and, once stored, the
 // loaded copy. fn sees a copy and may refuse with an error.
 func (m *Module) update(ctx context.Context, r *room, fn func(*store.Room) error) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
 	var updated store.Room
 	err := m.st.UpdateRoom(ctx, r.name(), func(c *store.Room) error {
 		if err := fn(c); err != nil {

@@ -18,6 +18,10 @@ import (
 type room struct {
 	jid jid.JID
 
+	// writeMu orders configuration writes, so the loaded copy always
+	// ends up as the last one stored.
+	writeMu sync.Mutex
+
 	mu        sync.Mutex
 	cfg       store.Room
 	occupants map[string]*occupant // by nick
