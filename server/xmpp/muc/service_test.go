@@ -33,7 +33,7 @@ func TestAdminOnLiveRooms(t *testing.T) {
 		t.Fatalf("second create: %v", err)
 	}
 	for _, bad := range []muc.RoomSpec{
-		{Name: "x"},                                           // no owner
+		{Name: "x"}, // no owner
 		{Name: "y", Owners: []string{"mallory@evil.example"}}, // remote
 		{Name: "z", Owners: []string{"alice"}, Retention: time.Hour},
 		{Name: "bad name/", Owners: []string{"alice"}},
@@ -62,7 +62,9 @@ func TestAdminOnLiveRooms(t *testing.T) {
 	if _, err := rooms.AdminAffiliate(ctx, "cli:root", "board", "bob", store.AffNone); err != nil {
 		t.Fatal(err)
 	}
-	p := bob.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@"+service+"/Bob" && e.Get("type") == "unavailable" })
+	p := bob.Expect(func(e *elem.Element) bool {
+		return e.Get("from") == "board@"+service+"/Bob" && e.Get("type") == "unavailable"
+	})
 	if !hasStatus(p, "321") {
 		t.Fatalf("removal: %s", p)
 	}
@@ -70,7 +72,9 @@ func TestAdminOnLiveRooms(t *testing.T) {
 	if err := rooms.AdminDestroy(ctx, "cli:root", "board", "lobby", "closed"); err != nil {
 		t.Fatal(err)
 	}
-	p = alice.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@"+service+"/Alice" && e.Get("type") == "unavailable" })
+	p = alice.Expect(func(e *elem.Element) bool {
+		return e.Get("from") == "board@"+service+"/Alice" && e.Get("type") == "unavailable"
+	})
 	if d := p.Child(muc.NSUser, "x").Child(muc.NSUser, "destroy"); d == nil || d.Get("jid") != "lobby@"+service {
 		t.Fatalf("destroy: %s", p)
 	}
