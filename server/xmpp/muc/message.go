@@ -3,7 +3,6 @@ package muc
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -361,12 +360,4 @@ func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, j
 		msg.Add(elem.New(NSDelay, "delay", "from", r.jid.String(), "stamp", rec.Time().Format(mam.StampFormat)))
 		_ = sess.Send(msg)
 	}
-}
-
-// nickOf returns the nickname part of an occupant JID string.
-func nickOf(occupantJID string) string {
-	if i := strings.IndexByte(occupantJID, '/'); i >= 0 {
-		return occupantJID[i+1:]
-	}
-	return ""
 }
