@@ -165,7 +165,9 @@ func (i *Instance) adminOps() (admin.Ops, error) {
 		Domain:          cfg.Domain,
 		ScramIterations: cfg.Auth.ScramIterations,
 		Daemon:          true,
-		Sessions:        func(lp string) int { return len(r.Sessions(lp)) },
+		// The live module, so occupants see room changes at once.
+		Rooms:    s.Rooms,
+		Sessions: func(lp string) int { return len(r.Sessions(lp)) },
 		Kick: func(lp, reason string) int {
 			ss := r.Sessions(lp)
 			for _, sess := range ss {

@@ -14,6 +14,7 @@ import (
 	"github.com/merveilles/hearth/server/config"
 	"github.com/merveilles/hearth/server/store"
 	"github.com/merveilles/hearth/server/store/boltstore"
+	"github.com/merveilles/hearth/server/xmpp/muc"
 )
 
 // Client sends operations to the daemon over its admin socket.
@@ -90,6 +91,10 @@ func remoteError(r response) error {
 		return wrapped{msg: r.Error, err: store.ErrNotFound}
 	case codeExists:
 		return wrapped{msg: r.Error, err: store.ErrExists}
+	case codeNoRoom:
+		return wrapped{msg: r.Error, err: muc.ErrNoRoom}
+	case codeRoomExists:
+		return wrapped{msg: r.Error, err: muc.ErrRoomExists}
 	}
 	return errors.New(r.Error)
 }
@@ -170,6 +175,16 @@ func Connect(ctx context.Context, cfg *config.Config, create bool) (Ops, error) 
 		return nil, fmt.Errorf("no hearth instance here: the admin socket %s does not answer (%v) and there is no database at %s; check --data/--config, or start hearth once", sock, sockErr, db)
 	}
 	st, err := boltstore.Open(db)
+	if err != nil && errors.Is(sockErr, os.ErrPermission) {
+		// The usual case: a chat admin outside the admin group, with the
+		// daemon running (the database is locked or unreadable anyway).
+		return nil, fmt.Errorf("%w on the admin socket %s: run hearth admin as a member of %s, or with sudo",
+			ErrPermission, sock, adminGroup(cfg))
+	}
+	if err != nil && errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("%w: the daemon does not answer on %s (%v) and the database %s cannot be opened (%v); with the daemon stopped, run hearth admin as root (sudo) or as the daemon's user",
+			ErrPermission, sock, sockErr, db, err)
+	}
 	if errors.Is(err, boltstore.ErrLocked) {
 		return nil, fmt.Errorf("%w: the database %s is locked, but the socket %s fails: %v.\n"+
 			"Check that the daemon was started with this same data directory/config (admin.socket), "+
@@ -179,5 +194,18 @@ func Connect(ctx context.Context, cfg *config.Config, create bool) (Ops, error) 
 	if err != nil {
 		return nil, fmt.Errorf("the daemon does not answer on %s (%v) and opening the database failed: %w", sock, sockErr, err)
 	}
-	return &Local{Store: st, Domain: cfg.Domain, ScramIterations: cfg.Auth.ScramIterations, Closer: st.Close}, nil
+	return &Local{Store: st, Domain: cfg.Domain, ScramIterations: cfg.Auth.ScramIterations, Closer: st.Close,
+		Rooms: muc.Offline(st, cfg, nil)}, nil
+}
+
+// ErrPermission means this Unix user may not use the admin socket (nor the
+// database).
+var ErrPermission = errors.New("permission denied")
+
+// adminGroup names the group whose members may use the socket.
+func adminGroup(cfg *config.Config) string {
+	if cfg.Admin.Group != "" {
+		return "the group " + cfg.Admin.Group + " (admin.group)"
+	}
+	return "the admin group (admin.group in hearth.yaml, hearth-admin when installed)"
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp/muc"
 	"github.com/merveilles/hearth/server/xmpp/sasl"
 )
 
@@ -53,6 +54,19 @@ type Ops interface {
 	DeleteUser(ctx context.Context, localpart string) (kicked int, err error)
 	// PutUsers creates or replaces accounts in one transaction.
 	PutUsers(ctx context.Context, as []store.Account) error
+
+	// Room administration (rooms.go). actor is who the audit log names,
+	// "cli:" and the Unix user running hearth admin.
+	CreateRoom(ctx context.Context, actor string, spec muc.RoomSpec) (muc.RoomStatus, error)
+	ListRooms(ctx context.Context) ([]muc.RoomStatus, error)
+	ShowRoom(ctx context.Context, name string) (muc.RoomStatus, error)
+	SetRoom(ctx context.Context, actor, name string, ch muc.RoomChange) (muc.RoomStatus, error)
+	// DestroyRoom ends a room; those present are sent to alternate, if any.
+	DestroyRoom(ctx context.Context, actor, name, alternate, reason string) error
+	// AffiliateRoom sets who's affiliation: owner, admin, member, outcast
+	// (banned) or none (removed).
+	AffiliateRoom(ctx context.Context, actor, name, who string, aff store.Affiliation) (muc.RoomStatus, error)
+
 	Close() error
 }
 
@@ -68,6 +82,10 @@ type Local struct {
 	Sessions func(localpart string) int
 	// Kick ends a user's live sessions with reason and returns how many.
 	Kick func(localpart, reason string) int
+	// Rooms is the group chat service: the daemon's live module, so
+	// occupants see changes, or muc.Offline on the store in direct mode.
+	// Nil refuses room operations.
+	Rooms *muc.Module
 	// Closer releases the store when the client is done (direct mode).
 	Closer func() error
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp/muc"
 )
 
 // The wire protocol is JSON lines: one request object per line from the
@@ -31,6 +32,13 @@ const (
 	opSetDisabled = "set_disabled"
 	opDeleteUser  = "delete_user"
 	opPutUsers    = "put_users"
+
+	opCreateRoom    = "create_room"
+	opListRooms     = "list_rooms"
+	opShowRoom      = "show_room"
+	opSetRoom       = "set_room"
+	opDestroyRoom   = "destroy_room"
+	opAffiliateRoom = "affiliate_room"
 )
 
 // maxLine bounds one request; an import batch of a few thousand accounts
@@ -44,6 +52,17 @@ type request struct {
 	Account   *store.Account                   `json:"account,omitempty"`
 	Accounts  []store.Account                  `json:"accounts,omitempty"`
 	Scram     map[string]store.ScramCredential `json:"scram,omitempty"`
+
+	// Room operations. Actor is "cli:" and the client's Unix user, for the
+	// audit log.
+	Actor       string            `json:"actor,omitempty"`
+	Room        string            `json:"room,omitempty"`
+	Spec        *muc.RoomSpec     `json:"spec,omitempty"`
+	Change      *muc.RoomChange   `json:"change,omitempty"`
+	Alternate   string            `json:"alternate,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	Who         string            `json:"who,omitempty"`
+	Affiliation store.Affiliation `json:"affiliation,omitempty"`
 }
 
 type response struct {
@@ -53,11 +72,16 @@ type response struct {
 	Info   *Info  `json:"info,omitempty"`
 	Users  []User `json:"users,omitempty"`
 	Kicked int    `json:"kicked,omitempty"`
+
+	Room  *muc.RoomStatus  `json:"room,omitempty"`
+	Rooms []muc.RoomStatus `json:"rooms,omitempty"`
 }
 
 const (
-	codeNotFound = "not_found"
-	codeExists   = "exists"
+	codeNotFound   = "not_found"
+	codeExists     = "exists"
+	codeNoRoom     = "no_room"
+	codeRoomExists = "room_exists"
 )
 
 // Server answers admin requests on a unix socket.
@@ -191,7 +215,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, log *slog.Logger) {
 			resp = errorResponse(fmt.Errorf("bad request: %w", err))
 		} else {
 			resp = s.handle(ctx, req)
-			log.Info("admin request", "op", req.Op, "user", req.Localpart, "accounts", len(req.Accounts), "error", resp.Error)
+			log.Info("admin request", "op", req.Op, "user", req.Localpart, "accounts", len(req.Accounts), "room", req.Room, "actor", req.Actor, "error", resp.Error)
 		}
 		if err := enc.Encode(resp); err != nil {
 			return
@@ -228,6 +252,24 @@ func (s *Server) handle(ctx context.Context, req request) response {
 		resp.Kicked, err = ops.DeleteUser(ctx, req.Localpart)
 	case opPutUsers:
 		err = ops.PutUsers(ctx, req.Accounts)
+	case opCreateRoom:
+		if req.Spec == nil {
+			return errorResponse(errors.New("bad request: no room"))
+		}
+		resp.Room, err = roomResult(ops.CreateRoom(ctx, req.Actor, *req.Spec))
+	case opListRooms:
+		resp.Rooms, err = ops.ListRooms(ctx)
+	case opShowRoom:
+		resp.Room, err = roomResult(ops.ShowRoom(ctx, req.Room))
+	case opSetRoom:
+		if req.Change == nil {
+			return errorResponse(errors.New("bad request: no change"))
+		}
+		resp.Room, err = roomResult(ops.SetRoom(ctx, req.Actor, req.Room, *req.Change))
+	case opDestroyRoom:
+		err = ops.DestroyRoom(ctx, req.Actor, req.Room, req.Alternate, req.Reason)
+	case opAffiliateRoom:
+		resp.Room, err = roomResult(ops.AffiliateRoom(ctx, req.Actor, req.Room, req.Who, req.Affiliation))
 	default:
 		err = fmt.Errorf("bad request: unknown operation %q (is hearth admin newer than the daemon?)", req.Op)
 	}
@@ -244,6 +286,17 @@ func errorResponse(err error) response {
 		r.Code = codeNotFound
 	case errors.Is(err, store.ErrExists):
 		r.Code = codeExists
+	case errors.Is(err, muc.ErrNoRoom):
+		r.Code = codeNoRoom
+	case errors.Is(err, muc.ErrRoomExists):
+		r.Code = codeRoomExists
 	}
 	return r
+}
+
+func roomResult(st muc.RoomStatus, err error) (*muc.RoomStatus, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
 }

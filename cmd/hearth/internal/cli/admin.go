@@ -22,11 +22,12 @@ const defaultConfig = "/etc/hearth/hearth.yaml"
 const defaultDataDir = "/var/lib/hearth"
 
 const adminText = `
-Manage accounts. hearth admin talks to the running daemon over its admin
-socket, so changes apply to live sessions at once (a deleted or disabled
-user is disconnected). When the daemon is stopped it opens the database
-directly ("user add" and "user import" create it for an instance that has
-never run, so accounts can be provisioned before the first start).
+Manage accounts and rooms. hearth admin talks to the running daemon over
+its admin socket, so changes apply to live sessions at once (a deleted or
+disabled user is disconnected, those in a room see its changes). When the
+daemon is stopped it opens the database directly ("user add" and "user
+import" create it for an instance that has never run, so accounts can be
+provisioned before the first start).
 
 The instance is chosen with --data DIR (a "hearth dev" data directory) or
 --config FILE (a "hearth run" configuration). Without either, it uses
@@ -48,9 +49,21 @@ Commands:
         per line; blank lines and lines starting with # are skipped. A file
         with any bad line is refused as a whole. Existing accounts are
         skipped unless --replace.
+  room create NAME --owner USER [--member USER] [--plaintext]
+        [--retention 30d] [--title T]
+  room list [--json]
+  room show NAME [--json]
+  room set NAME [--plaintext|--encrypted] [--retention 30d|default]
+        [--title T] [--public|--hidden] [--open|--members-only]
+        [--moderated|--unmoderated]
+  room destroy NAME [--alternate ROOM] [--reason TEXT] [--yes]
+  room members NAME [--add USER [--as member|admin|owner] | --remove USER
+        | --ban USER]
 
-JID is a bare JID on this server's domain (alice@example.org) or just the
-user name (alice).`
+JID and USER are a bare JID on this server's domain (alice@example.org) or
+just the user name (alice). NAME is a room's name (general) or its JID
+(general@rooms.example.org). Every room command takes --json. Run
+"hearth admin room --help" for more.`
 
 // instanceFlags are accepted before the user command and after it.
 type instanceFlags struct {
@@ -99,7 +112,7 @@ func (f instanceFlags) load() (*config.Config, error) {
 
 // Admin runs `hearth admin ...`.
 func Admin(env Env, args []string) int {
-	fs := newFlagSet("admin", "hearth admin [--data DIR | --config FILE] user COMMAND [args]", adminText)
+	fs := newFlagSet("admin", "hearth admin [--data DIR | --config FILE] user|room COMMAND [args]", adminText)
 	var inst instanceFlags
 	inst.register(fs, instanceFlags{})
 	if code, done := parse(fs, args, env); done {
@@ -107,16 +120,19 @@ func Admin(env Env, args []string) int {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return usageError(env, fs, errors.New("missing command (user ...)"))
+		return usageError(env, fs, errors.New("missing command (user ... or room ...)"))
 	}
 	switch rest[0] {
 	case "user":
-		return adminUser(env, inst, rest[1:])
+		return adminGroup(env, inst, "user", userCommands(), rest[1:])
+	case "room":
+		return adminGroup(env, inst, "room", roomCommands(), rest[1:])
 	default:
-		return usageError(env, fs, fmt.Errorf("unknown command %q (only \"user\" for now)", rest[0]))
+		return usageError(env, fs, fmt.Errorf("unknown command %q (\"user\" or \"room\")", rest[0]))
 	}
 }
 
+// userCmd is one command of a group ("user add", "room create").
 type userCmd struct {
 	name, synopsis, text string
 	args                 int  // positional arguments required
@@ -131,18 +147,24 @@ type userCall struct {
 	args []string
 }
 
-func adminUser(env Env, parent instanceFlags, args []string) int {
-	cmds := userCommands()
+// usageErr marks an error in the arguments that only shows once the
+// command runs (conflicting flags): it exits with ExitUsage.
+type usageErr struct{ error }
+
+func (e usageErr) Unwrap() error { return e.error }
+
+// adminGroup runs one command of a group (user, room).
+func adminGroup(env Env, parent instanceFlags, group string, cmds []userCmd, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		w := env.Stderr
 		if len(args) > 0 {
 			w = env.Stdout
 		}
-		fmt.Fprintln(w, "Usage:\n  hearth admin [--data DIR | --config FILE] user COMMAND [args]\n\nCommands:")
+		fmt.Fprintf(w, "Usage:\n  hearth admin [--data DIR | --config FILE] %s COMMAND [args]\n\nCommands:\n", group)
 		for _, c := range cmds {
 			fmt.Fprintf(w, "  %s\n", c.synopsis)
 		}
-		fmt.Fprintln(w, "\nRun \"hearth admin user COMMAND --help\" for details.")
+		fmt.Fprintf(w, "\nRun \"hearth admin %s COMMAND --help\" for details.\n", group)
 		if len(args) == 0 {
 			return ExitUsage
 		}
@@ -155,10 +177,10 @@ func adminUser(env Env, parent instanceFlags, args []string) int {
 		}
 	}
 	if cmd == nil {
-		fmt.Fprintf(env.Stderr, "hearth admin user: unknown command %q\nRun \"hearth admin user --help\" for the list.\n", args[0])
+		fmt.Fprintf(env.Stderr, "hearth admin %s: unknown command %q\nRun \"hearth admin %s --help\" for the list.\n", group, args[0], group)
 		return ExitUsage
 	}
-	fs := newFlagSet("admin user "+cmd.name, "hearth admin [--data DIR | --config FILE] user "+cmd.synopsis, cmd.text)
+	fs := newFlagSet("admin "+group+" "+cmd.name, "hearth admin [--data DIR | --config FILE] "+group+" "+cmd.synopsis, cmd.text)
 	var inst instanceFlags
 	inst.register(fs, parent)
 	run := cmd.flags(fs)
@@ -187,7 +209,11 @@ func adminUser(env Env, parent instanceFlags, args []string) int {
 		}
 	}
 	if err := run(&userCall{env: env, ops: ops, args: pos}); err != nil {
-		return fail(env, "admin user "+cmd.name, err)
+		var ue usageErr
+		if errors.As(err, &ue) {
+			return usageError(env, fs, ue.error)
+		}
+		return fail(env, "admin "+group+" "+cmd.name, err)
 	}
 	return ExitOK
 }
