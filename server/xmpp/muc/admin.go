@@ -350,7 +350,7 @@ func (m *Module) rebroadcast(r *room, o *occupant) {
 
 // moderate retracts a message for everyone (XEP-0425): the archive keeps
 // a tombstone, and the room tells its occupants.
-func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaID, reason string, legacy bool) error {
+func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaID, reason string) error {
 	a := m.actorOf(ctx, r, st)
 	if !a.moderator() {
 		return xmpp.ErrForbidden("only moderators may retract messages")
@@ -419,7 +419,6 @@ func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaI
 	}
 	m.log().Info("rooms: message retracted by a moderator", "room", r.name(), "id", stanzaID, "by", a.bare)
 	m.broadcast(r, notice)
-	_ = legacy
 	return nil
 }
 
@@ -638,11 +637,11 @@ func (m *Module) applyForm(r *room, f form, serverAdmin bool) (configChange, err
 		return configChange{}, &xmpp.StanzaError{Type: "cancel", Condition: "not-allowed", Text: "rooms cannot federate yet: federation is off"}
 	}
 	ch := configChange{next: next, modeChanged: next.Plaintext != cur.Plaintext, retentionChange: next.Retention != cur.Retention}
-	return ch, m.validate(cur, ch, serverAdmin)
+	return ch, m.validate(ch, serverAdmin)
 }
 
 // validate applies the rules chat admins rely on.
-func (m *Module) validate(cur store.Room, ch configChange, serverAdmin bool) error {
+func (m *Module) validate(ch configChange, serverAdmin bool) error {
 	if ch.modeChanged && !serverAdmin {
 		return &xmpp.StanzaError{Type: "auth", Condition: "forbidden", Text: "only chat admins can change whether a room is end-to-end encrypted"}
 	}
@@ -659,7 +658,6 @@ func (m *Module) validate(cur store.Room, ch configChange, serverAdmin bool) err
 		return &xmpp.StanzaError{Type: "modify", Condition: "not-acceptable",
 			Text: "an end-to-end encrypted room must be members-only and show real JIDs to its members (OMEMO needs them); ask a chat admin to make the room plaintext first"}
 	}
-	_ = cur
 	return nil
 }
 

@@ -89,9 +89,9 @@ func (m *Module) handleIQ(ctx context.Context, st *xmpp.Stanza) {
 		res, err := m.archiveQuery(ctx, r, st, p)
 		m.reply(ctx, st, res, err)
 	case !get && p.Name.Space == NSModerate && p.Name.Local == "moderate":
-		m.reply(ctx, st, nil, m.moderate(ctx, r, st, p.Get("id"), p.ChildText(NSModerate, "reason"), false))
+		m.reply(ctx, st, nil, m.moderate(ctx, r, st, p.Get("id"), p.ChildText(NSModerate, "reason")))
 	case !get && p.Name.Space == NSFasten && p.Name.Local == "apply-to" && p.Child(NSModerate0, "moderate") != nil:
-		m.reply(ctx, st, nil, m.moderate(ctx, r, st, p.Get("id"), p.Child(NSModerate0, "moderate").ChildText(NSModerate0, "reason"), true))
+		m.reply(ctx, st, nil, m.moderate(ctx, r, st, p.Get("id"), p.Child(NSModerate0, "moderate").ChildText(NSModerate0, "reason")))
 	case get && p.Name.Space == NSPing:
 		m.reply(ctx, st, nil, nil)
 	default:
