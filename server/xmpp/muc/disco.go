@@ -15,10 +15,6 @@ import (
 	"github.com/merveilles/hearth/server/xmpp/mam"
 )
 
-// FormTypeE2EE is the FORM_TYPE of the e2ee field in a room's disco#info,
-// the same as the server's (package e2ee).
-const roomInfoEncryption = "x-hearth#encryption"
-
 func (m *Module) serviceInfo(p *elem.Element) *elem.Element {
 	q := elem.New(NSDiscoInfo, "query")
 	if n := p.Get("node"); n != "" {
@@ -129,7 +125,7 @@ func (m *Module) roomInfo(ctx context.Context, r *room, st *xmpp.Stanza, p *elem
 		field("muc#roominfo_subject", "Subject", c.Subject),
 		field("muc#roominfo_occupants", "Number of occupants", strconv.Itoa(len(r.occupants))),
 		field("muc#roomconfig_roomname", "Name", name),
-		field(roomInfoEncryption, "End-to-end encryption", mode),
+		field(FieldEncryption, "End-to-end encryption", mode),
 		field(FieldFederation, "Federation", "off"),
 	)
 	if h := avatarHash(c.VCard); h != "" {
