@@ -134,6 +134,21 @@ func ValidateRetention(s string) error {
 	return nil
 }
 
+// MaxRoomArchive is retention.room_archive_max in the hearth.yaml setup
+// writes: the daemon refuses a default room retention beyond it.
+const MaxRoomArchive = 365 * 24 * time.Hour
+
+// ValidateRoomRetention is ValidateRetention within MaxRoomArchive.
+func ValidateRoomRetention(s string) error {
+	if err := ValidateRetention(s); err != nil {
+		return err
+	}
+	if d, _ := config.ParseDuration(s); d > MaxRoomArchive {
+		return fmt.Errorf("%s is more than %dd, the longest a room may keep its archive", s, MaxRoomArchive/(24*time.Hour))
+	}
+	return nil
+}
+
 // Validate checks every answer and reports all problems at once.
 func (a *Answers) Validate() error {
 	a.withDefaults()
@@ -166,6 +181,9 @@ func (a *Answers) Validate() error {
 		if r.v.D() < 24*time.Hour {
 			bad("retention.%s: must be at least 1d (everything is kept for a finite time)", r.key)
 		}
+	}
+	if a.Retention.RoomArchive.D() > MaxRoomArchive {
+		bad("retention.room_archive: must be at most %dd (retention.room_archive_max in hearth.yaml)", MaxRoomArchive/(24*time.Hour))
 	}
 	if a.UploadLimitMB < 1 || a.UploadLimitMB > 10240 {
 		bad("upload_limit_mb: %d must be between 1 and 10240", a.UploadLimitMB)

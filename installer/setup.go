@@ -33,10 +33,11 @@ func (c ConfigFile) Render() ([]byte, error) {
 		ACMENames:   certNames(c.Answers),
 		ACMEEmail:   c.Answers.ACMEEmail,
 		RoomsDomain: c.Answers.RoomsDomain,
-		// Room archives, uploads and invites have no daemon setting yet;
-		// their answers are kept in setup.yaml.
-		ArchiveRetention: formatDays(c.Answers.Retention.PersonalArchive.D()),
-		OfflineRetention: formatDays(c.Answers.Retention.OfflineMessages.D()),
+		// Uploads and invites have no daemon setting yet; their answers
+		// are kept in setup.yaml.
+		ArchiveRetention:     formatDays(c.Answers.Retention.PersonalArchive.D()),
+		OfflineRetention:     formatDays(c.Answers.Retention.OfflineMessages.D()),
+		RoomArchiveRetention: formatDays(c.Answers.Retention.RoomArchive.D()),
 	}
 	if c.Answers.DataDevice != "" {
 		p.DataVolume = "required"

@@ -202,16 +202,17 @@ func Ask(ctx context.Context, p Prompter, h *Host, prev *Answers, invoker string
 		return nil, err
 	}
 	for _, r := range []struct {
-		msg string
-		v   *config.Duration
+		msg   string
+		v     *config.Duration
+		check func(string) error
 	}{
-		{"Keep personal message archives for:", &a.Retention.PersonalArchive},
-		{"Keep room archives for:", &a.Retention.RoomArchive},
-		{"Keep uploaded files for:", &a.Retention.Uploads},
-		{"Keep undelivered (offline) messages for:", &a.Retention.OfflineMessages},
-		{"Unused invites expire after:", &a.Retention.Invites},
+		{"Keep personal message archives for:", &a.Retention.PersonalArchive, ValidateRetention},
+		{"Keep room archives for:", &a.Retention.RoomArchive, ValidateRoomRetention},
+		{"Keep uploaded files for:", &a.Retention.Uploads, ValidateRetention},
+		{"Keep undelivered (offline) messages for:", &a.Retention.OfflineMessages, ValidateRetention},
+		{"Unused invites expire after:", &a.Retention.Invites, ValidateRetention},
 	} {
-		s, err := p.Input(r.msg, formatDays(r.v.D()), ValidateRetention)
+		s, err := p.Input(r.msg, formatDays(r.v.D()), r.check)
 		if err != nil {
 			return nil, err
 		}

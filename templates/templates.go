@@ -30,9 +30,9 @@ type ConfigParams struct {
 	// CertFile and KeyFile); ACMEEmail is the CA's contact.
 	ACMENames []string
 	ACMEEmail string
-	// ArchiveRetention and OfflineRetention are durations like "180d";
-	// empty means the defaults (180d, 30d).
-	ArchiveRetention, OfflineRetention string
+	// ArchiveRetention, OfflineRetention and RoomArchiveRetention are
+	// durations like "180d"; empty means the defaults (180d, 30d, 90d).
+	ArchiveRetention, OfflineRetention, RoomArchiveRetention string
 	// RoomsDomain is the group chat service; empty means rooms.DOMAIN.
 	RoomsDomain string
 }
@@ -53,6 +53,9 @@ func Config(p ConfigParams) ([]byte, error) {
 	}
 	if p.OfflineRetention == "" {
 		p.OfflineRetention = "30d"
+	}
+	if p.RoomArchiveRetention == "" {
+		p.RoomArchiveRetention = "90d"
 	}
 	if !p.SelfSigned && (p.CertFile == "" || p.KeyFile == "") {
 		return nil, errors.New("config template: give a certificate and key, or SelfSigned")
