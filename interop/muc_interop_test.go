@@ -69,8 +69,9 @@ func TestSlixmppMUC(t *testing.T) {
 	} else {
 		t.Logf("slixmpp MUC scenarios:\n%s", out)
 	}
-	// A passing run must have run every scenario, not none.
-	if n := strings.Count(string(out), "\nPASS ") + boolInt(strings.HasPrefix(string(out), "PASS ")); err == nil && n < 8 {
+	// A full passing run must have run every scenario, not none.
+	n := strings.Count(string(out), "\nPASS ") + boolInt(strings.HasPrefix(string(out), "PASS "))
+	if err == nil && os.Getenv("HEARTH_INTEROP_MUC_ONLY") == "" && n < 8 {
 		t.Errorf("only %d MUC scenarios passed, want 8:\n%s", n, out)
 	}
 	if err := srv.stop(); err != nil {

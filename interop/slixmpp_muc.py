@@ -26,7 +26,6 @@ import sys
 import time
 import traceback
 import uuid
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 # Set before importing the shared suite, so no __pycache__ is left in the
@@ -38,7 +37,6 @@ from slixmpp.exceptions import IqError, IqTimeout, PresenceError  # noqa: E402
 
 from slixmpp_suite import (  # noqa: E402
     NS_CHATSTATES,
-    NS_CLIENT,
     NS_DATA,
     NS_DELAY,
     NS_DISCO_INFO,
@@ -54,13 +52,11 @@ NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = NS_MUC + "#user"
 NS_SID = "urn:xmpp:sid:0"
 NS_MAM = "urn:xmpp:mam:2"
-NS_RSM = "http://jabber.org/protocol/rsm"
 NS_RETRACT = "urn:xmpp:message-retract:1"
 NS_MODERATE = "urn:xmpp:message-moderate:1"
 FIELD_ENCRYPTION = "x-hearth#encryption"
 
 TIMEOUT = 10.0
-QUIET = 1.5
 PLUGINS = ("xep_0004", "xep_0045", "xep_0059", "xep_0297", "xep_0313")
 
 # What Conversations sends along with an OMEMO payload.
@@ -119,11 +115,17 @@ async def join(c, room, nick, maxstanzas=0):
 
 
 async def join_refused(c, room, nick):
-    """Send a join that must be refused; return the error condition."""
-    c.send_xml("<presence to='%s/%s'><x xmlns='%s'/></presence>" % (room, nick, NS_MUC))
-    err = await c.pres.expect(lambda p: p["from"].bare == room and p["type"] == "error",
-                              "the refusal of %s's join of %s" % (c.bare, room))
-    return error_condition(err)
+    """Join through xep_0045 where the room must refuse; return the error
+    condition slixmpp raises (PresenceError, as a client sees it)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            pres, _, _, _ = await c.plugin["xep_0045"].join_muc_wait(JID(room), nick, timeout=TIMEOUT)
+        except PresenceError as e:
+            return e.condition
+        except asyncio.TimeoutError:
+            raise Failure("%s's join of %s was neither refused nor accepted within %.0fs; presences:\n%s"
+                          % (c.bare, room, TIMEOUT, c.pres.dump())) from None
+    raise Failure("%s joined %s but must be refused: %s" % (c.bare, room, pres))
 
 
 async def plugin_call(desc, coro):
