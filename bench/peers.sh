@@ -6,7 +6,8 @@
 #
 #   REPS=3 USERS=2000 IDLE_SESSIONS=2000 LOGIN_SECS=10 LOGIN_CONC=16
 #   MSG_SECS=10 PAIRS=10 WINDOW=16 HOLD_SESSIONS=19900 HOLD_SECS=30
-#   RESUMES=100 UNACKED=10 MAM_GRACE=60 PHASES="idle logins messages messages-mam resume"
+#   RESUMES=100 UNACKED=10 MAM_GRACE=60 PHASES="idle logins messages messages-mam resume rooms rooms-omemo"
+#   ROOMS=1 OCCUPANTS=500 ROOM_RATE=5 ROOM_SECS=10 JOINS=20 ROOM_GRACE=60 OMEMO_KEYS=50
 #   HEARTH_PORT=25222 PROSODY_PORT=15222 OUT=docs/benchmarks.md
 #
 # Archiving: hearth archives every 1:1 message unless a user opts out. The
@@ -14,6 +15,13 @@
 # (hearth's clients set their archive default to "never", Prosody has no
 # mod_mam); messages-mam and resume run with archiving on in both (hearth
 # as it ships, Prosody with mod_mam on SQLite, bench/prosody-mam.cfg.lua.tmpl).
+# Rooms (rooms, rooms-omemo): group chat with every room archived in both
+# (hearth always archives rooms; Prosody with mod_muc_mam on SQLite,
+# bench/prosody-rooms.cfg.lua.tmpl). The account benchadmin1 (a server admin
+# in hearth) creates each room and makes it plaintext and open through the
+# owner form, then OCCUPANTS clients per room join and send ROOM_RATE
+# messages/s in all: 100-byte bodies, or (rooms-omemo) OMEMO-shaped
+# messages with OMEMO_KEYS <key/> elements and no body.
 # hearth runs with --e2ee off: Prosody enforces no encryption policy and
 # both get the same plaintext bodies.
 set -euo pipefail
@@ -34,7 +42,16 @@ RESUMES=${RESUMES:-100}
 # SQLite) drains the in-flight window slowly after the senders stop.
 MAM_GRACE=${MAM_GRACE:-60}
 UNACKED=${UNACKED:-10}
-PHASES=${PHASES:-idle logins messages messages-mam resume}
+PHASES=${PHASES:-idle logins messages messages-mam resume rooms rooms-omemo}
+ROOMS=${ROOMS:-1}
+OCCUPANTS=${OCCUPANTS:-500}
+ROOM_RATE=${ROOM_RATE:-5}
+ROOM_SECS=${ROOM_SECS:-10}
+JOINS=${JOINS:-20}
+# Prosody may need long to deliver everything to a large room.
+ROOM_GRACE=${ROOM_GRACE:-60}
+OMEMO_KEYS=${OMEMO_KEYS:-50}
+ROOM_OWNER=benchadmin1 # a server admin in hearth: only they make rooms plaintext
 HOLD=${HOLD:-1} # 0 skips the 19,900-session hold
 HEARTH_PORT=${HEARTH_PORT:-25222}
 PROSODY_PORT=${PROSODY_PORT:-15222}
@@ -122,10 +139,13 @@ for i in $(seq "$USERS"); do echo "$PREFIX$i $PASSWORD"; done >"$WORK/users.txt"
 t0=$(date +%s%N)
 record "$BIN/hearth" admin --data "$HT" user import "$WORK/users.txt" 2>"$WORK/import.log"
 IMPORT_MS=$((($(date +%s%N) - t0) / 1000000))
+echo "$ROOM_OWNER $PASSWORD" >"$WORK/admins.txt"
+record "$BIN/hearth" admin --data "$HT" user import "$WORK/admins.txt" --role admin 2>>"$WORK/import.log"
 
 PT=$WORK/prosody-template
 mkdir -p "$PT/data/localhost/accounts"
 record "$LOAD" --mode prosody-accounts --out "$PT/data/localhost/accounts" --users "$USERS" --user-prefix "$PREFIX" --password "$PASSWORD" --iterations 10000
+record "$LOAD" --mode prosody-accounts --out "$PT/data/localhost/accounts" --users 1 --user-prefix "${ROOM_OWNER%1}" --password "$PASSWORD" --iterations 10000
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 30 -subj /CN=localhost 2>/dev/null
 mkdir -p "$WORK/certs"
 sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#" \
@@ -136,12 +156,17 @@ sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#"
 	"$ROOT/bench/prosody-mam.cfg.lua.tmpl" >"$WORK/prosody-mam.cfg.lua"
 sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody-mam.cfg.lua"
 cp "$WORK/prosody-mam.cfg.lua" "$RES/prosody-mam.cfg.lua"
+sed -e "s#@DIR@#$WORK#g; s#@C2S@#$PROSODY_PORT#; s#@TLS@#$((PROSODY_PORT + 1))#" \
+	"$ROOT/bench/prosody-rooms.cfg.lua.tmpl" >"$WORK/prosody-rooms.cfg.lua"
+sed -i "s#data_path = \"$WORK/data\"#data_path = \"$WORK/prosody/data\"#" "$WORK/prosody-rooms.cfg.lua"
+cp "$WORK/prosody-rooms.cfg.lua" "$RES/prosody-rooms.cfg.lua"
 
 {
 	echo "# servers: each phase starts one on a fresh copy of its template data"
 	echo "cp -a \$WORK/hearth-template \$WORK/hearth && \$WORK/bin/hearth dev --data \$WORK/hearth --c2s-port $HEARTH_PORT --tls-port $((HEARTH_PORT + 1)) --log-level warn --e2ee off"
 	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody.cfg.lua -F # from bench/prosody.cfg.lua.tmpl"
 	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody-mam.cfg.lua -F # archive phases, from bench/prosody-mam.cfg.lua.tmpl"
+	echo "cp -a \$WORK/prosody-template/data \$WORK/prosody/data && prosody --config \$WORK/prosody-rooms.cfg.lua -F # rooms phases, from bench/prosody-rooms.cfg.lua.tmpl"
 } >>"$RES/commands.txt"
 
 # --- servers -------------------------------------------------------------------
@@ -171,6 +196,7 @@ phase() {
 	shift 4
 	PROSODY_CFG=$WORK/prosody.cfg.lua
 	if [[ $ph == *mam* || $ph == resume ]]; then PROSODY_CFG=$WORK/prosody-mam.cfg.lua; fi
+	if [[ $ph == rooms* ]]; then PROSODY_CFG=$WORK/prosody-rooms.cfg.lua; fi
 	"start_$server"
 	sleep 2 # let it reach its resting state
 	log "$server $ph run $rep"
@@ -198,6 +224,11 @@ for rep in $(seq "$REPS"); do
 		# recipient, then each client counts its archive.
 		if wants messages-mam; then phase "$server" messages-mam "$rep" messages --pairs "$PAIRS" --window "$WINDOW" --duration "${MSG_SECS}s" --grace "${MAM_GRACE}s" --archive-count; fi
 		if wants resume; then phase "$server" resume "$rep" resume --resumes "$RESUMES" --unacked "$UNACKED"; fi
+		# Group chat, archived in both: R rooms × N clients, timed copies
+		# at every occupant, then newcomers timed into the full rooms.
+		roomargs=(--room-owner "$ROOM_OWNER" --rooms "$ROOMS" --occupants "$OCCUPANTS" --rate "$ROOM_RATE" --duration "${ROOM_SECS}s" --joins "$JOINS" --grace "${ROOM_GRACE}s" --concurrency 16)
+		if wants rooms; then phase "$server" rooms "$rep" rooms "${roomargs[@]}" --payload body; fi
+		if wants rooms-omemo; then phase "$server" rooms-omemo "$rep" rooms "${roomargs[@]}" --payload omemo --omemo-keys "$OMEMO_KEYS"; fi
 	done
 done
 
@@ -222,6 +253,10 @@ fi
 	echo "RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn)"
 	echo "load:       idle $IDLE_SESSIONS sessions; logins ${LOGIN_SECS}s × $LOGIN_CONC workers over 100 accounts;"
 	echo "            messages ${MSG_SECS}s, $PAIRS pairs, window $WINDOW per direction, both directions, full JIDs, 100-byte bodies"
+	echo "rooms:      $ROOMS room(s) × $OCCUPANTS occupants (each its own client), $ROOM_RATE messages/s in all for ${ROOM_SECS}s,"
+	echo "            100-byte bodies (rooms) or OMEMO-shaped messages with $OMEMO_KEYS keys and no body (rooms-omemo);"
+	echo "            rooms archived in both (hearth always; Prosody mod_muc_mam on SQLite), plaintext, open, non-anonymous;"
+	echo "            then $JOINS newcomer joins into the full rooms, one at a time, with the server's default history"
 	echo "resume:     $RESUMES resumptions per run, $UNACKED unacked messages each, TCP reset, new connection 100 ms later"
 	echo "transport:  loopback, STARTTLS, TLS 1.3, X25519, ECDSA P-256 certificates on both"
 	echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews throughput, less so CPU per operation)"

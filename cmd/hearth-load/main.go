@@ -33,6 +33,7 @@ type options struct {
 	duration, settle, hold, grace, timeout, dropWait                    time.Duration
 	jsonOut, archiveCount                                               bool
 	out, results, mamDefault                                            string
+	room                                                                roomOptions
 }
 
 func main() {
@@ -57,6 +58,10 @@ Modes:
             --unacked messages without acking, its TCP connection is reset,
             a new connection authenticates and sends <resume/>; times to
             <resumed/> and to the last redelivered message, --resumes times
+  rooms     group chat (XEP-0045): --rooms rooms × --occupants clients,
+            messages at --rate per second in all, each copy timed at every
+            occupant, undelivered copies counted; then --joins newcomers
+            timed into the full rooms (see rooms.go)
   report    write docs/benchmarks.md from a bench-peers results directory
   prosody-accounts
             write Prosody account files (internal_hashed, SCRAM-SHA-1) for
@@ -76,7 +81,7 @@ Flags:
 	fs.StringVar(&o.password, "password", "load-password", "password of every account")
 	fs.StringVar(&o.tlsMode, "tls", "starttls", "starttls or direct")
 	fs.IntVar(&o.pid, "server-pid", 0, "PID of the server process (for RSS and CPU)")
-	fs.StringVar(&o.mode, "mode", "rss", "rss, idle, logins, messages, resume, report or prosody-accounts")
+	fs.StringVar(&o.mode, "mode", "rss", "rss, idle, logins, messages, resume, rooms, report or prosody-accounts")
 	fs.IntVar(&o.sessions, "sessions", 1000, "idle: sessions to open")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "logins: parallel workers; idle/messages: parallel logins while connecting")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "logins/messages: how long to load")
@@ -103,6 +108,7 @@ Flags:
 	fs.StringVar(&o.out, "out", "", "prosody-accounts: directory to write; report: markdown file to write")
 	fs.StringVar(&o.results, "results", "", "report: directory of JSON results (SERVER.PHASE.REP.json)")
 	fs.IntVar(&o.iterations, "iterations", 10000, "prosody-accounts: SCRAM iteration count")
+	o.room.register(fs)
 	_ = fs.Parse(os.Args[1:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,6 +177,8 @@ func run(ctx context.Context, o *options) (*Result, error) {
 		conns = o.sessions / max(1, o.procs)
 	case "messages":
 		conns = 2 * o.pairs
+	case "rooms":
+		conns = o.room.rooms*o.room.occupants + max(10, o.room.rooms) + 1
 	}
 	if _, err := raiseNoFile(uint64(conns) + 1024); err != nil {
 		return nil, fmt.Errorf("raising the descriptor limit: %w", err)
@@ -210,6 +218,11 @@ func run(ctx context.Context, o *options) (*Result, error) {
 		err = runMessages(ctx, o, t, r)
 	case "resume":
 		err = runResume(ctx, o, t, r)
+	case "rooms":
+		if o.room.service == "" {
+			o.room.service = "rooms." + o.domain
+		}
+		err = runRooms(ctx, o, t, r)
 	default:
 		return nil, fmt.Errorf("unknown --mode %q", o.mode)
 	}
@@ -263,6 +276,8 @@ type Result struct {
 	ResumedP99Ms     float64 `json:"resumed_p99_ms,omitempty"`
 	RedeliveredP50Ms float64 `json:"redelivered_p50_ms,omitempty"`
 	RedeliveredP99Ms float64 `json:"redelivered_p99_ms,omitempty"`
+
+	Rooms *RoomResult `json:"rooms,omitempty"`
 
 	Failures   int      `json:"failures"`
 	SoftErrors int      `json:"iq_errors"`
@@ -321,6 +336,9 @@ func (r *Result) print(w io.Writer) {
 		row("to <resumed/> p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.ResumedP50Ms, r.ResumedP99Ms))
 		row("to all redelivered p50/p99", fmt.Sprintf("%.2f ms / %.2f ms", r.RedeliveredP50Ms, r.RedeliveredP99Ms))
 	}
+	if r.Rooms != nil {
+		r.Rooms.print(row)
+	}
 	if r.Mode != "rss" {
 		row("load average (1 min)", fmt.Sprintf("%.2f at the start, %.2f at the end", r.LoadAvg[0], r.LoadAvg[1]))
 		row("failures / iq errors", fmt.Sprintf("%d / %d", r.Failures, r.SoftErrors))
@@ -331,6 +349,9 @@ func (r *Result) print(w io.Writer) {
 			op := "login"
 			if r.Mode == "messages" {
 				op = "message"
+			}
+			if r.Mode == "rooms" {
+				op = "delivered copy"
 			}
 			row("server CPU per "+op, fmt.Sprintf("%.0f µs", r.ServerCPUPerOpUs))
 			row("tool CPU per "+op, fmt.Sprintf("%.0f µs", r.ToolCPUPerOpUs))

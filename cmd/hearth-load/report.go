@@ -175,6 +175,7 @@ func writeReport(o *options) error {
 		}
 		writeErrors(&b, res, "resume")
 	}
+	writeRooms(&b, res)
 	if holds := res[h]["hold"]; len(holds) > 0 {
 		r := holds[len(holds)-1]
 		b.WriteString("\n## Many idle sessions (hearth)\n\n")
