@@ -244,8 +244,8 @@ func (m *Module) vcard(ctx context.Context, r *room, st *xmpp.Stanza, p *elem.El
 	if err := m.update(ctx, r, func(c *store.Room) error { c.VCard = raw; return nil }); err != nil {
 		return nil, err
 	}
-	// Occupants learn of the new avatar through a presence with its hash
-	// (XEP-0153 as rooms use it) and a configuration-change notice.
+	// Occupants learn of the change through a configuration-change notice
+	// (status 104); clients then read the new avatar hash from disco#info.
 	m.broadcast(r, elem.New(elem.NSClient, "message", "type", "groupchat", "from", r.jid.String()).Add(
 		elem.New(NSUser, "x").Add(elem.New(NSUser, "status", "code", statusConfigChange))))
 	return nil, nil
