@@ -59,6 +59,8 @@ type Ops interface {
 	// "cli:" and the Unix user running hearth admin.
 	CreateRoom(ctx context.Context, actor string, spec muc.RoomSpec) (muc.RoomStatus, error)
 	ListRooms(ctx context.Context) ([]muc.RoomStatus, error)
+	// Audit lists the newest limit entries of the audit log (0: all).
+	Audit(ctx context.Context, limit int) ([]store.AuditEntry, error)
 	ShowRoom(ctx context.Context, name string) (muc.RoomStatus, error)
 	SetRoom(ctx context.Context, actor, name string, ch muc.RoomChange) (muc.RoomStatus, error)
 	// DestroyRoom ends a room; those present are sent to alternate, if any.

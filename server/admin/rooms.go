@@ -65,6 +65,15 @@ func (l *Local) CreateRoom(ctx context.Context, actor string, spec muc.RoomSpec)
 	return m.AdminCreate(ctx, actor, spec)
 }
 
+// Audit lists the audit log's newest entries, oldest first.
+func (l *Local) Audit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
+	m, err := l.rooms()
+	if err != nil {
+		return nil, err
+	}
+	return m.AdminAudit(ctx, limit)
+}
+
 // ListRooms lists every room, sorted by name.
 func (l *Local) ListRooms(ctx context.Context) ([]muc.RoomStatus, error) {
 	m, err := l.rooms()
@@ -122,6 +131,12 @@ func (l *Local) AffiliateRoom(ctx context.Context, actor, name, who string, aff 
 // CreateRoom creates a room through the daemon.
 func (c *Client) CreateRoom(ctx context.Context, actor string, spec muc.RoomSpec) (muc.RoomStatus, error) {
 	return c.roomCall(ctx, request{Op: opCreateRoom, Actor: actor, Room: spec.Name, Spec: &spec})
+}
+
+// Audit lists the audit log's newest entries through the daemon.
+func (c *Client) Audit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
+	r, err := c.call(ctx, request{Op: opAudit, Limit: limit})
+	return r.Audit, err
 }
 
 // ListRooms lists rooms with who is in them now.

@@ -39,6 +39,7 @@ const (
 	opSetRoom       = "set_room"
 	opDestroyRoom   = "destroy_room"
 	opAffiliateRoom = "affiliate_room"
+	opAudit         = "audit"
 )
 
 // maxLine bounds one request; an import batch of a few thousand accounts
@@ -63,6 +64,7 @@ type request struct {
 	Reason      string            `json:"reason,omitempty"`
 	Who         string            `json:"who,omitempty"`
 	Affiliation store.Affiliation `json:"affiliation,omitempty"`
+	Limit       int               `json:"limit,omitempty"`
 }
 
 type response struct {
@@ -75,6 +77,8 @@ type response struct {
 
 	Room  *muc.RoomStatus  `json:"room,omitempty"`
 	Rooms []muc.RoomStatus `json:"rooms,omitempty"`
+
+	Audit []store.AuditEntry `json:"audit,omitempty"`
 }
 
 const (
@@ -259,6 +263,8 @@ func (s *Server) handle(ctx context.Context, req request) response {
 		resp.Room, err = roomResult(ops.CreateRoom(ctx, req.Actor, *req.Spec))
 	case opListRooms:
 		resp.Rooms, err = ops.ListRooms(ctx)
+	case opAudit:
+		resp.Audit, err = ops.Audit(ctx, req.Limit)
 	case opShowRoom:
 		resp.Room, err = roomResult(ops.ShowRoom(ctx, req.Room))
 	case opSetRoom:

@@ -175,6 +175,12 @@ func (m *Module) AdminCreate(ctx context.Context, actorName string, spec RoomSpe
 	return m.AdminShow(ctx, name)
 }
 
+// AdminAudit returns the newest limit entries of the audit log (0: all),
+// oldest first.
+func (m *Module) AdminAudit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
+	return m.st.ListAudit(ctx, limit)
+}
+
 // AdminList lists every room.
 func (m *Module) AdminList(ctx context.Context) ([]RoomStatus, error) {
 	rooms, err := m.st.ListRooms(ctx)

@@ -228,6 +228,38 @@ long as the server's retention.room_archive says.`,
 					return printRooms(c.env.Stdout, rooms)
 				}
 			}},
+		{name: "audit", synopsis: "audit [--limit N] [--json]",
+			text: "Show the audit log, oldest first: who changed what and when (rooms created, made plaintext or encrypted, retention, memberships, destroyed).",
+			flags: func(fs *flag.FlagSet) func(*userCall) error {
+				limit := fs.Int("limit", 50, "show the newest `N` entries (0: all)")
+				asJSON := fs.Bool("json", false, "print a JSON array instead of lines")
+				return func(c *userCall) error {
+					if *limit < 0 {
+						return usageErr{errors.New("--limit must be 0 or more")}
+					}
+					entries, err := c.ops.Audit(c.env.Ctx, *limit)
+					if err != nil {
+						return err
+					}
+					if *asJSON {
+						if entries == nil {
+							entries = []store.AuditEntry{}
+						}
+						return printJSON(c.env.Stdout, entries)
+					}
+					if len(entries) == 0 {
+						fmt.Fprintln(c.env.Stdout, "the audit log is empty")
+					}
+					for _, e := range entries {
+						change := e.New
+						if e.Old != "" {
+							change = e.Old + " -> " + e.New
+						}
+						fmt.Fprintf(c.env.Stdout, "%s  %-16s %-18s %s  %s\n", e.Time.UTC().Format(time.RFC3339), e.Actor, e.Action, e.Target, change)
+					}
+					return nil
+				}
+			}},
 		{name: "show", args: 1, synopsis: "show NAME [--json]",
 			text: "Show a room's settings, who is in it now and its affiliations (owners, admins, members, banned).",
 			flags: func(fs *flag.FlagSet) func(*userCall) error {

@@ -169,6 +169,11 @@ func TestAdminRoomThroughDaemon(t *testing.T) {
 	if dst := p.Child(muc.NSUser, "x").Child(muc.NSUser, "destroy"); dst == nil || dst.Get("jid") != "lobby@rooms.localhost" {
 		t.Fatalf("bob was not sent to the lobby: %s", p)
 	}
+	// The audit log through the daemon.
+	code, out, _ = adminCmd(t, data, "", "room", "audit")
+	if code != 0 || !strings.Contains(out, "room.mode") || !strings.Contains(out, "encrypted -> plaintext") || !strings.Contains(out, "room.destroy") {
+		t.Fatalf("room audit through the daemon: %d\n%s", code, out)
+	}
 	d.stop(t)
 
 	me := admin.CLIActor()
@@ -227,6 +232,25 @@ func TestAdminRoomWithoutDaemon(t *testing.T) {
 	code, out, _ = adminCmd(t, data, "", "room", "list")
 	if code != 0 || !strings.Contains(out, "(no rooms)") {
 		t.Fatalf("empty list: %q", out)
+	}
+	code, out, _ = adminCmd(t, data, "", "room", "audit", "--limit", "2")
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "room.destroy") || !strings.Contains(out, admin.CLIActor()) {
+		t.Fatalf("room audit --limit 2: %d %q", code, out)
+	}
+	code, out, _ = adminCmd(t, data, "", "room", "audit", "--json")
+	var entries []store.AuditEntry
+	if err := json.Unmarshal([]byte(out), &entries); code != 0 || err != nil || len(entries) < 4 ||
+		entries[0].Action != "room.create" || entries[1].Old != "" && entries[1].Target == "" {
+		t.Fatalf("room audit --json: %d %v %s", code, err, out)
+	}
+	var sawMode bool
+	for _, e := range entries {
+		if e.Action == "room.mode" && e.Old == "plaintext" && e.New == "encrypted" && e.Target == "general@rooms.localhost" {
+			sawMode = true
+		}
+	}
+	if !sawMode {
+		t.Fatalf("the switch back to encrypted is not in the audit log: %s", out)
 	}
 	got := auditActors(t, data)
 	if len(got) < 4 || !strings.HasPrefix(got[0], admin.CLIActor()+" room.create") || !strings.HasSuffix(got[len(got)-1], " room.destroy") {
