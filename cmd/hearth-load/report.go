@@ -214,6 +214,9 @@ func writeTable(b *strings.Builder, res map[string]map[string][]*Result, ms []me
 		if m.get != nil && pv != 0 && hn > 0 && pn > 0 {
 			q := hv / pv
 			ratio = fmt.Sprintf("%.2f", q)
+			if q < 0.1 {
+				ratio = fmt.Sprintf("%.3f", q) // 0.01 would hide a factor of ten
+			}
 			met = verdict(q, m.target)
 		}
 		if m.get == nil {

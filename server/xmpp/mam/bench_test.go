@@ -89,7 +89,11 @@ func buildBenchArchive(b *testing.B) string {
 				recs = recs[:0]
 			}
 		}
-		fmt.Fprintf(os.Stderr, "built an archive of %d messages in %s\n", benchMessages, time.Since(start).Round(time.Second))
+		size := int64(-1)
+		if fi, err := os.Stat(filepath.Join(benchDir, "hearth.db")); err == nil {
+			size = fi.Size()
+		}
+		fmt.Fprintf(os.Stderr, "built an archive of %d messages in %s (database file %d MB)\n", benchMessages, time.Since(start).Round(time.Second), size/1e6)
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
