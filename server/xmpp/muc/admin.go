@@ -359,6 +359,7 @@ func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaI
 	if !ok {
 		return &xmpp.StanzaError{Type: "cancel", Condition: "item-not-found", Text: "no message with that id in the room's archive"}
 	}
+	r.settle()
 	page, err := m.st.QueryRoomArchive(ctx, r.name(), store.ArchiveQuery{IDs: []uint64{id}, Max: 1})
 	if err != nil {
 		return err
@@ -743,6 +744,7 @@ func (m *Module) destroy(ctx context.Context, r *room, alt, reason, actorName st
 			p.Child(NSUser, "x").Add(d)
 		})
 	}
+	r.settle()
 	if err := m.st.DeleteRoom(ctx, r.name()); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}

@@ -263,6 +263,7 @@ func (m *Module) archiveQuery(ctx context.Context, r *room, st *xmpp.Stanza, p *
 		}
 		return elem.New(NSMAM, "query").Add(x), nil
 	}
+	r.settle()
 	lookup := func(ctx context.Context, q store.ArchiveQuery) (store.ArchivePage, error) {
 		return m.st.QueryRoomArchive(ctx, r.name(), q)
 	}

@@ -1,7 +1,9 @@
 package muc
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -97,19 +99,44 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 		}
 	}
 	out := m.reflect(r, st.El, o)
-	if archivable(out) {
-		id := m.nextID()
-		out.Add(elem.New(NSStanzaID, "stanza-id", "id", mam.FormatID(id), "by", r.jid.String()))
-		release := st.HoldAck()
-		err := m.st.AppendRoomArchive(ctx, r.name(), store.ArchiveRecord{ID: id, With: r.occupantJID(o.nick), Stanza: []byte(out.String())})
+	if !archivable(out) {
+		m.broadcast(r, out)
+		return
+	}
+	id := m.nextID()
+	out.Add(elem.New(NSStanzaID, "stanza-id", "id", mam.FormatID(id), "by", r.jid.String()))
+	rec := store.ArchiveRecord{ID: id, With: r.occupantJID(o.nick), Stanza: []byte(out.String())}
+	// As with 1:1 messages (package mam), delivery does not wait for the
+	// disk: the archive's group commit and fsync take 10 ms or more, and
+	// would come before every copy. The write runs beside the broadcast,
+	// the sender's stream management ack waits for it, and a failed write
+	// comes back to the sender as an error. Until the write returns, the
+	// message is in r.unstored, so a newcomer gets it with the history;
+	// recipients and unstored change under one lock, so a join sees the
+	// message either live or there.
+	release := st.HoldAck()
+	r.mu.Lock()
+	done := make(chan struct{})
+	r.unstored = append(r.unstored, pendingRecord{rec: rec, done: done})
+	rcpts := r.recipients()
+	r.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	m.writes.Add(1)
+	go func() {
+		defer m.writes.Done()
+		err := m.st.AppendRoomArchive(ctx, r.name(), rec)
+		r.mu.Lock()
+		r.unstored = slices.DeleteFunc(r.unstored, func(u pendingRecord) bool { return u.done == done })
+		r.mu.Unlock()
+		close(done)
 		release(err)
 		if err != nil {
 			m.log().Error("rooms: archive write failed", "room", r.name(), "err", err)
-			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint", Text: "the room could not store your message; try again later"})
-			return
+			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "wait", Condition: "resource-constraint",
+				Text: "the room could not store your message: the occupants got it, but it is not in the room's history or archive"})
 		}
-	}
-	m.broadcast(r, out)
+	}()
+	m.deliverAll(rcpts, out)
 }
 
 // reflect builds what the room sends for an occupant's message: from the
@@ -151,6 +178,11 @@ func (m *Module) broadcast(r *room, el *elem.Element) {
 	r.mu.Lock()
 	rcpts := r.recipients()
 	r.mu.Unlock()
+	m.deliverAll(rcpts, el)
+}
+
+// deliverAll sends el to each recipient.
+func (m *Module) deliverAll(rcpts []recipient, el *elem.Element) {
 	for _, rc := range rcpts {
 		m.deliver(rc.full, el)
 	}
@@ -306,8 +338,10 @@ func (m *Module) mediated(ctx context.Context, r *room, st *xmpp.Stanza, x *elem
 	}
 }
 
-// historyRequest reads the join's <history/> (XEP-0045 7.2.14).
-func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, join *elem.Element) {
+// sendHistory sends what the join's <history/> asks for (XEP-0045
+// 7.2.14): the last messages of the archive, and of unstored, the room's
+// messages still being written when the newcomer entered.
+func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, join *elem.Element, unstored []store.ArchiveRecord) {
 	r.mu.Lock()
 	limit := r.cfg.MaxHistory
 	r.mu.Unlock()
@@ -350,8 +384,23 @@ func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, j
 		m.log().Error("rooms: history unavailable", "room", r.name(), "err", err)
 		return
 	}
+	recs := page.Records
+	if len(unstored) > 0 {
+		// Those written since the join are in the page too.
+		recs = slices.Clone(recs)
+		for _, u := range unstored {
+			dup := slices.ContainsFunc(recs, func(s store.ArchiveRecord) bool { return s.ID == u.ID })
+			if !dup && u.ID >= q.Start {
+				recs = append(recs, u)
+			}
+		}
+		slices.SortFunc(recs, func(a, b store.ArchiveRecord) int { return cmp.Compare(a.ID, b.ID) })
+		if len(recs) > limit {
+			recs = recs[len(recs)-limit:]
+		}
+	}
 	to := sess.JID().String()
-	for _, rec := range page.Records {
+	for _, rec := range recs {
 		msg, err := mam.ParseStanza(rec.Stanza)
 		if err != nil {
 			continue

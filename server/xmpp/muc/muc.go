@@ -92,6 +92,10 @@ type Module struct {
 	idMu   sync.Mutex
 	lastID uint64
 
+	// writes are the room archive writes running beside their broadcast;
+	// shutdown waits for them while the store is open.
+	writes sync.WaitGroup
+
 	// pendingIQ maps the ids of IQs forwarded to occupants back to their
 	// senders (XEP-0045 section 7.2.2: IQs between occupants).
 	iqMu      sync.Mutex
@@ -128,6 +132,10 @@ func (m *Module) Register(h *xmpp.Host) error {
 	h.Hook("disco/items/host", 0, m.hostItems)
 	h.Hook("session/closed", 0, m.sessionGone)
 	h.Hook("session/replaced", 0, m.sessionGone)
+	h.Hook("server/shutdown", 0, func(context.Context, *xmpp.Event) bool {
+		m.writes.Wait()
+		return false
+	})
 	return nil
 }
 

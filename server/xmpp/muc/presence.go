@@ -184,6 +184,7 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 	others := r.recipients()
 	withJID, withoutJID := r.presenceOf(o, false, true), r.presenceOf(o, false, false)
 	subject := r.subjectMessage()
+	unstored := r.unstoredRecords()
 	r.mu.Unlock()
 
 	sess := m.h.Session(st.From)
@@ -204,7 +205,7 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		}
 		m.deliver(rc.full, p)
 	}
-	m.sendHistory(ctx, r, sess, st.El)
+	m.sendHistory(ctx, r, sess, st.El, unstored)
 	_ = sess.Send(addressed(subject, full))
 	if isNew {
 		m.log().Debug("rooms: joined", "room", r.name(), "nick", nick)

@@ -26,6 +26,40 @@ type room struct {
 	cfg       store.Room
 	occupants map[string]*occupant // by nick
 	byFull    map[string]*occupant // by each joined session's full JID
+	// unstored are messages already broadcast whose archive write has not
+	// returned yet: a newcomer gets them with the history.
+	unstored []pendingRecord
+}
+
+// pendingRecord is a message being written to the room's archive; done
+// closes when the write has returned.
+type pendingRecord struct {
+	rec  store.ArchiveRecord
+	done chan struct{}
+}
+
+// settle waits for the archive writes under way, so that what reads or
+// changes the archive (MAM queries, moderation, destroy) sees every
+// message already broadcast.
+func (r *room) settle() {
+	r.mu.Lock()
+	waits := make([]chan struct{}, len(r.unstored))
+	for i, u := range r.unstored {
+		waits[i] = u.done
+	}
+	r.mu.Unlock()
+	for _, w := range waits {
+		<-w
+	}
+}
+
+// unstoredRecords copies the records being written (r.mu held).
+func (r *room) unstoredRecords() []store.ArchiveRecord {
+	out := make([]store.ArchiveRecord, len(r.unstored))
+	for i, u := range r.unstored {
+		out[i] = u.rec
+	}
+	return out
 }
 
 // occupant is one person in a room under one nickname, possibly from
