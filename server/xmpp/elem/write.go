@@ -85,10 +85,33 @@ func escapeAttr(w Writer, s string) {
 	escape(w, s, true)
 }
 
+// textSpecial and attrSpecial mark the bytes escape must look at: markup,
+// control characters and the first byte of anything non-ASCII (checked for
+// valid UTF-8); in attributes also quotes, newlines and tabs. Everything
+// else is copied in runs: the scan is what a broadcast of a large stanza
+// (an OMEMO message with a key per device) pays once per recipient.
+var textSpecial, attrSpecial = specialBytes(false), specialBytes(true)
+
+func specialBytes(attr bool) (t [256]bool) {
+	for c := range 256 {
+		t[c] = c == '<' || c == '>' || c == '&' || c == '\r' || c < 0x20 && c != '\n' && c != '\t' || c >= utf8.RuneSelf ||
+			attr && (c == '"' || c == '\'' || c == '\n' || c == '\t')
+	}
+	return t
+}
+
 func escape(w Writer, s string, attr bool) {
+	special := &textSpecial
+	if attr {
+		special = &attrSpecial
+	}
 	last := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if !special[c] {
+			i++
+			continue
+		}
 		var rep string
 		size := 1
 		switch {
