@@ -156,9 +156,15 @@ func appendRecords(mb *bolt.Bucket, recs []store.ArchiveRecord, key indexKey) er
 	// Counters change once per contact and call, not once per record: a
 	// group commit carries many records of the same conversation.
 	counts := make(map[string]int64, 2)
+	// An ID above the largest stored one cannot be taken: the usual case
+	// (IDs are times) skips the lookup.
+	lastKey, _ := m.Cursor().Last()
+	last := append([]byte(nil), lastKey...)
 	for _, r := range recs {
 		k := be64(r.ID)
-		if m.Get(k) != nil {
+		if bytes.Compare(k, last) > 0 {
+			last = k
+		} else if m.Get(k) != nil {
 			return fmt.Errorf("archive id %d: %w", r.ID, store.ErrExists)
 		}
 		if err := m.Put(k, encodeRecord(r)); err != nil {
