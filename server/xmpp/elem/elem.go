@@ -32,6 +32,8 @@ type Element struct {
 	Name     xml.Name
 	Attr     []xml.Attr
 	Children []Node
+
+	memo *memo // see Memoize
 }
 
 func (*Element) isNode() {}

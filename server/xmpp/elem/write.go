@@ -51,6 +51,17 @@ func (e *Element) WriteTo(w Writer, parentNS string) {
 		return
 	}
 	w.WriteByte('>')
+	if s, ok := e.memoized(); ok {
+		w.WriteString(s)
+	} else {
+		e.writeChildren(w)
+	}
+	w.WriteString("</")
+	w.WriteString(e.Name.Local)
+	w.WriteByte('>')
+}
+
+func (e *Element) writeChildren(w Writer) {
 	for _, n := range e.Children {
 		switch c := n.(type) {
 		case *Element:
@@ -59,9 +70,6 @@ func (e *Element) WriteTo(w Writer, parentNS string) {
 			escapeText(w, string(c))
 		}
 	}
-	w.WriteString("</")
-	w.WriteString(e.Name.Local)
-	w.WriteByte('>')
 }
 
 func itoa(i int) string {

@@ -105,6 +105,8 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 	}
 	id := m.nextID()
 	out.Add(elem.New(NSStanzaID, "stanza-id", "id", mam.FormatID(id), "by", r.jid.String()))
+	// Every occupant gets the same children: serialize them once.
+	out.Memoize()
 	rec := store.ArchiveRecord{ID: id, With: r.occupantJID(o.nick), Stanza: []byte(out.String())}
 	// As with 1:1 messages (package mam), delivery does not wait for the
 	// disk: the archive's group commit and fsync take 10 ms or more, and

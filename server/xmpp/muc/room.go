@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/xml"
+	"slices"
 	"sort"
 	"sync"
 
@@ -185,15 +186,10 @@ func (r *room) presenceOf(o *occupant, unavailable bool, withJID bool, status ..
 
 // addressed returns a copy of el for one recipient: only the top element
 // is copied, and its children are capped so nobody appends into another
-// copy's children.
+// copy's children. A memo of el's children (elem.Memoize) carries over.
 func addressed(el *elem.Element, to string) *elem.Element {
-	c := &elem.Element{Name: el.Name, Attr: make([]xml.Attr, 0, len(el.Attr)+1), Children: el.Children[:len(el.Children):len(el.Children)]}
-	for _, a := range el.Attr {
-		if a.Name.Space == "" && a.Name.Local == "to" {
-			continue
-		}
-		c.Attr = append(c.Attr, a)
-	}
+	c := el.ShallowCopy()
+	c.Attr = slices.DeleteFunc(c.Attr, func(a xml.Attr) bool { return a.Name.Space == "" && a.Name.Local == "to" })
 	c.Set("to", to)
 	return c
 }
