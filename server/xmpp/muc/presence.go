@@ -195,6 +195,11 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		_ = sess.Send(addressed(p, full))
 	}
 	_ = sess.Send(addressed(self, full))
+	m.sendHistory(ctx, r, sess, st.El, unstored)
+	_ = sess.Send(addressed(subject, full))
+	// The others learn of the newcomer after its join is complete: in a
+	// large room, hundreds of copies would otherwise stand between the
+	// newcomer and its subject, which ends the join for its client.
 	for _, rc := range others {
 		if rc.full == full {
 			continue
@@ -205,8 +210,6 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		}
 		m.deliver(rc.full, p)
 	}
-	m.sendHistory(ctx, r, sess, st.El, unstored)
-	_ = sess.Send(addressed(subject, full))
 	if isNew {
 		m.log().Debug("rooms: joined", "room", r.name(), "nick", nick)
 	}
