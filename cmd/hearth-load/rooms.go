@@ -65,11 +65,14 @@ type RoomResult struct {
 	Undelivered int64 `json:"undelivered_copies"`
 	Bounced     int64 `json:"bounced"`
 	// Late is how many sends left the tool more than 5 ms after their slot.
-	Late       int64   `json:"late_sends"`
-	CopyP50Ms  float64 `json:"copy_p50_ms"`
-	CopyP99Ms  float64 `json:"copy_p99_ms"`
-	CopyMaxMs  float64 `json:"copy_max_ms"`
-	FillSec    float64 `json:"fill_sec"`
+	Late      int64   `json:"late_sends"`
+	CopyP50Ms float64 `json:"copy_p50_ms"`
+	CopyP99Ms float64 `json:"copy_p99_ms"`
+	CopyMaxMs float64 `json:"copy_max_ms"`
+	FillSec   float64 `json:"fill_sec"`
+	// SettleSec is how long after the fill the clients kept receiving
+	// (the server's presence backlog) before the messages started.
+	SettleSec  float64 `json:"settle_sec"`
 	Joins      int     `json:"joins"`
 	JoinP50Ms  float64 `json:"join_p50_ms"`
 	JoinP99Ms  float64 `json:"join_p99_ms"`
@@ -82,7 +85,7 @@ type RoomResult struct {
 
 func (rr *RoomResult) print(row func(string, any)) {
 	row("rooms × occupants", fmt.Sprintf("%d × %d, %s messages of %d bytes at %.1f/s", rr.Rooms, rr.Occupants, rr.Payload, rr.PayloadBytes, rr.Rate))
-	row("fill (all joins)", fmt.Sprintf("%.1f s", rr.FillSec))
+	row("fill (all joins), settle", fmt.Sprintf("%.1f s, then %.1f s until the clients were quiet", rr.FillSec, rr.SettleSec))
 	row("sent / late sends", fmt.Sprintf("%d / %d", rr.Sent, rr.Late))
 	row("copies expected/received", fmt.Sprintf("%d / %d", rr.Expected, rr.Received))
 	row("undelivered (bounced)", fmt.Sprintf("%d (%d)", rr.Undelivered, rr.Bounced))
@@ -103,6 +106,7 @@ type roomClient struct {
 	events chan roomEvent
 	lats   []time.Duration // written by the reader only
 	got    atomic.Int64
+	last   atomic.Int64 // when the reader last got something, ns since base
 }
 
 type roomEvent struct {
@@ -121,6 +125,7 @@ func (rc *roomClient) read(base time.Time, bounced *atomic.Int64) {
 		if err != nil || kind == evClose {
 			return
 		}
+		rc.last.Store(int64(time.Since(base)))
 		switch string(elemName(raw)) {
 		case "presence":
 			if !bytes.Equal(attr(raw, "from"), rc.self) {
@@ -407,8 +412,22 @@ func runRooms(ctx context.Context, o *options, t *target, r *Result) error {
 		stopReaders()
 		return fmt.Errorf("filling the rooms: %d joins failed: %v", errs.n, errs.samples)
 	}
-	// Let the presence floods of the fill drain before measuring.
-	time.Sleep(2 * time.Second)
+	// Filling a room of N sends N² presences; a server may still be
+	// writing them. Measure only once every client has been quiet for a
+	// second, so that neither the messages queue behind that backlog nor
+	// its CPU counts against them.
+	quiet := time.Now()
+	for time.Since(quiet) < 2*time.Minute && ctx.Err() == nil {
+		time.Sleep(250 * time.Millisecond)
+		var latest int64
+		for _, rc := range clients {
+			latest = max(latest, rc.last.Load())
+		}
+		if time.Since(base)-time.Duration(latest) >= time.Second {
+			break
+		}
+	}
+	rr.SettleSec = time.Since(quiet).Seconds()
 
 	// The message load: message k goes to room k mod R from the next
 	// occupant of that room in turn, at its slot base + k/rate.

@@ -26,6 +26,7 @@ var roomMetrics = []roomMetric{
 	{name: "newcomer join into the full room p99", unit: "ms", get: func(r *Result) float64 { return r.Rooms.JoinP99Ms }, abs: "< 50", digits: 2},
 	{name: "server CPU per newcomer join and leave", unit: "ms", get: func(r *Result) float64 { return r.Rooms.ServerCPUPerJoinUs / 1000 }, digits: 1},
 	{name: "filling the room (all joins)", unit: "s", get: func(r *Result) float64 { return r.Rooms.FillSec }, digits: 1},
+	{name: "then until the clients had every presence", unit: "s", get: func(r *Result) float64 { return r.Rooms.SettleSec }, digits: 1},
 	{name: "tool CPU per delivered copy", unit: "µs", get: func(r *Result) float64 { return r.ToolCPUPerOpUs }, digits: 1},
 }
 
@@ -54,7 +55,21 @@ func writeRooms(b *strings.Builder, res map[string]map[string][]*Result) {
 		"full room one at a time, timed from their join presence to their own presence (status 110)\n"+
 		"and the subject, with the server's default history (20 messages in both). Rooms are archived\n"+
 		"in both servers (hearth always; Prosody with mod_muc_mam on SQLite), made plaintext, open and\n"+
-		"non-anonymous through the owner form by a server admin.\n", rr.Rooms, rr.Occupants, rr.Rate)
+		"non-anonymous through the owner form by a server admin.\n\n"+
+		"- **Prosody**: `bench/prosody-rooms.cfg.lua.tmpl`, the archive configuration plus\n"+
+		"  `Component \"rooms.localhost\" \"muc\"` with `modules_enabled = { \"muc_mam\" }`,\n"+
+		"  `muc_log_by_default = true`, `muc_log_all_rooms = true`, `muc_log_expires_after = \"6m\"`; room\n"+
+		"  archives (store `muc_log`) in SQLite like the 1:1 archives. The owner form also makes the room\n"+
+		"  persistent (Prosody drops a non-persistent room when its last occupant leaves).\n"+
+		"- **Durability**: Prosody writes each message to SQLite (a transaction and fsync) before it\n"+
+		"  broadcasts it; hearth broadcasts at once and group-commits the room archive beside the\n"+
+		"  broadcast, holding the sender's stream management ack until the commit (as for 1:1\n"+
+		"  messages); a newcomer's history includes messages still being written.\n"+
+		"- **The tool shares the 2 cores**: every copy is a TLS record the tool decrypts and scans, so\n"+
+		"  with a large room the tool's CPU per copy is close to the server's and latency includes\n"+
+		"  the tool's share of the cores and any other work on the machine (load averages below).\n"+
+		"- **CPU per delivered copy** = server CPU (utime+stime from /proc) from the first send until\n"+
+		"  the last copy arrived (or the grace ran out), divided by the copies received.\n", rr.Rooms, rr.Occupants, rr.Rate)
 	for _, ph := range phases {
 		hr, pr := res[h][ph.phase], res[p][ph.phase]
 		r := first(hr, pr)
