@@ -81,6 +81,11 @@ type Module struct {
 	mu    sync.Mutex
 	prefs map[string]Prefs // localpart -> preferences, loaded on first use
 
+	// closing is set when the server starts shutting down: the writer
+	// stops gathering, and each closing session waits for its user's
+	// queued records, so the store is not closed under them.
+	closing atomic.Bool
+
 	wmu     sync.Mutex
 	queued  *round // records waiting for the next commit
 	writing bool   // the writer goroutine is running
@@ -150,7 +155,31 @@ func (m *Module) Register(h *xmpp.Host) error {
 	h.Hook("message/full", hookPriority, m.onMessage)
 	h.Hook("message/self", hookPriority, m.onMessage)
 	h.Hook("disco/info/account", 0, m.discoInfo)
+	h.Hook("server/shutdown", 0, m.shutdown)
+	h.Hook("session/closed", -100, m.sessionClosed)
 	return nil
+}
+
+// shutdownWait bounds how long a session closing at shutdown waits for its
+// archive writes (the server gives its sessions 3 s to end).
+const shutdownWait = 2 * time.Second
+
+func (m *Module) shutdown(context.Context, *xmpp.Event) bool {
+	m.closing.Store(true)
+	return false
+}
+
+// sessionClosed, during a shutdown, holds the session's end until the
+// archive records of its user that are queued now are written: messages
+// already delivered must not lose their archive copy to the store closing.
+func (m *Module) sessionClosed(ctx context.Context, ev *xmpp.Event) bool {
+	if !m.closing.Load() || ev.Session == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownWait)
+	defer cancel()
+	m.settle(ctx, ev.Session.Localpart())
+	return false
 }
 
 // discoInfo advertises the archive on the account's bare JID, to the
@@ -362,7 +391,9 @@ func (m *Module) write(ctx context.Context, st *xmpp.Stanza, user string, rec st
 // writer commits the queued rounds one after the other and ends when the
 // queue is empty.
 func (m *Module) writer() {
-	time.Sleep(gatherWindow)
+	if !m.closing.Load() {
+		time.Sleep(gatherWindow)
+	}
 	for {
 		m.wmu.Lock()
 		r := m.queued

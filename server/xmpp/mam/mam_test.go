@@ -571,3 +571,35 @@ func TestAckHeldUntilDurable(t *testing.T) {
 }
 
 func jidMust(s string) jid.JID { return jid.MustParse(s) }
+
+// TestShutdownKeepsQueuedWrites stops the server right after the last
+// message is delivered, while its archive records may still be queued for
+// the group commit: a graceful shutdown must write them before the store
+// closes.
+func TestShutdownKeepsQueuedWrites(t *testing.T) {
+	var dbPath string
+	s := servertest.Start(t, e2eeOff, func(c *config.Config) { dbPath = c.DBPath() })
+	s.AddUser(t, "alice", "pw-alice")
+	s.AddUser(t, "bob", "pw-bob")
+	alice := online(t, s.Dial(t, "alice", "pw-alice", "phone"))
+	bob := online(t, s.Dial(t, "bob", "pw-bob", "laptop"))
+	const n = 2000
+	var batch strings.Builder
+	for i := range n {
+		fmt.Fprintf(&batch, "<message type='chat' id='q%d' to='bob@localhost'><body>queued %d</body></message>", i, i)
+	}
+	alice.SendRaw(batch.String())
+	bob.Expect(func(e *elem.Element) bool { return e.Name.Local == "message" && e.Get("id") == fmt.Sprintf("q%d", n-1) })
+	s.Stop()
+
+	st, err := boltstore.Open(dbPath)
+	servertest.Must(t, err)
+	defer st.Close()
+	for _, u := range []string{"alice", "bob"} {
+		page, err := st.QueryArchive(context.Background(), u, store.ArchiveQuery{Max: 2 * n})
+		servertest.Must(t, err)
+		if len(page.Records) != n {
+			t.Errorf("%s: %d of %d messages archived after shutdown", u, len(page.Records), n)
+		}
+	}
+}
