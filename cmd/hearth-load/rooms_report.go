@@ -88,6 +88,9 @@ func writeRooms(b *strings.Builder, res map[string]map[string][]*Result) {
 			ratio, target, met := "", "", ""
 			if pv != 0 && hn > 0 && pn > 0 && !m.sum {
 				ratio = fmt.Sprintf("%.2f", hv/pv)
+				if hv/pv < 0.1 {
+					ratio = fmt.Sprintf("%.3f", hv/pv)
+				}
 			}
 			switch {
 			case m.ratio != "":

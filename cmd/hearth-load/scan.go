@@ -44,6 +44,16 @@ func newScanner(rd io.Reader, size int) *scanner {
 func (s *scanner) next() (eventKind, []byte, error) {
 	for {
 		for ; s.pos < s.end; s.pos++ {
+			if !s.inTag {
+				// Character data up to the next tag in one step: most
+				// of a large stanza (an OMEMO message's keys) is text.
+				i := bytes.IndexByte(s.buf[s.pos:s.end], '<')
+				if i < 0 {
+					s.pos = s.end
+					break
+				}
+				s.pos += i
+			}
 			c := s.buf[s.pos]
 			if s.inTag {
 				switch {
