@@ -89,6 +89,8 @@ type Module struct {
 	wmu     sync.Mutex
 	queued  *round // records waiting for the next commit
 	writing bool   // the writer goroutine is running
+	// pendingBytes is the size of the records queued or being committed.
+	pendingBytes int
 	// latest is, per user, the newest round holding one of their records,
 	// so that a query sees every message delivered before it was asked:
 	// rounds commit in order, so waiting for that one waits for all.
@@ -104,9 +106,15 @@ type batchAppender interface {
 
 // round is one group commit.
 type round struct {
-	recs []queuedRecord
-	done chan struct{} // closed once every record is durable or failed
+	recs  []queuedRecord
+	bytes int           // serialized size of recs
+	done  chan struct{} // closed once every record is durable or failed
 }
+
+// maxQueuedBytes bounds the records queued or being committed. Past it,
+// whoever adds one waits for the commit that carries it, so senders faster
+// than the disk slow down instead of filling memory.
+const maxQueuedBytes = 8 << 20
 
 type queuedRecord struct {
 	ctx     context.Context
@@ -378,13 +386,20 @@ func (m *Module) write(ctx context.Context, st *xmpp.Stanza, user string, rec st
 	if m.queued == nil {
 		m.queued = &round{done: make(chan struct{})}
 	}
-	m.queued.recs = append(m.queued.recs, q)
-	m.latest[user] = m.queued
+	r := m.queued
+	r.recs = append(r.recs, q)
+	r.bytes += len(rec.Stanza)
+	m.latest[user] = r
 	start := !m.writing
 	m.writing = true
+	m.pendingBytes += len(rec.Stanza)
+	full := m.pendingBytes > maxQueuedBytes
 	m.wmu.Unlock()
 	if start {
 		go m.writer()
+	}
+	if full {
+		<-r.done
 	}
 }
 
@@ -406,6 +421,7 @@ func (m *Module) writer() {
 		m.wmu.Unlock()
 		m.commit(r)
 		m.wmu.Lock()
+		m.pendingBytes -= r.bytes
 		for _, q := range r.recs {
 			if m.latest[q.user] == r {
 				delete(m.latest, q.user)
@@ -487,7 +503,13 @@ func (m *Module) appendEach(recs []queuedRecord, errs []error, perUser bool) {
 func (m *Module) bounce(q queuedRecord, err error) {
 	m.h.Log.Error("archive message", "user", q.user, "err", err)
 	st := q.st
-	el := st.El.Copy()
+	// The bounce is built from the record, not from st.El: routing may
+	// still be adding to that element on the sender's goroutine.
+	el, perr := ParseStanza(q.rec.Stanza)
+	if perr != nil {
+		m.h.Log.Error("archive: cannot rebuild the message to bounce it", "user", q.user, "err", perr)
+		return
+	}
 	var kept []elem.Node
 	for _, c := range el.Children {
 		if e, ok := c.(*elem.Element); ok && e.Name.Space == NSSID && e.Name.Local == "stanza-id" {

@@ -603,3 +603,60 @@ func TestShutdownKeepsQueuedWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueBoundSlowsSenders: with the disk stalled, the records waiting
+// for a commit stop growing past a bound: whoever adds more waits for the
+// commit instead of filling memory.
+func TestQueueBoundSlowsSenders(t *testing.T) {
+	cfg := config.Default(servertest.Domain)
+	cfg.DataDir = t.TempDir()
+	st, err := boltstore.Open(cfg.DBPath())
+	servertest.Must(t, err)
+	defer st.Close()
+	for _, u := range []string{"alice", "bob"} {
+		servertest.Must(t, st.CreateAccount(context.Background(), store.Account{Localpart: u, Role: store.RoleMember}))
+	}
+	ga := &gatedArchive{Archive: st, gate: make(chan struct{})}
+	x := xmpp.NewServer(cfg, st, nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})))
+	servertest.Must(t, x.Register(mam.NewWithArchive(ga)))
+
+	body := strings.Repeat("b", 1<<20)
+	var sent atomic.Int32
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for range 12 {
+			el := elem.New(elem.NSClient, "message", "type", "chat", "to", "bob@localhost", "from", "alice@localhost/a").
+				Add(elem.New(elem.NSClient, "body").AddText(body))
+			s := &xmpp.Stanza{El: el, From: jidMust("alice@localhost/a"), To: jidMust("bob@localhost")}
+			x.Router().Fire(context.Background(), "message/bare", &xmpp.Event{Stanza: s})
+			sent.Add(1)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Each message queues one record of a little over 1 MiB (bob's
+	// archive: the sender's side is archived on the way out, which this
+	// event skips), so the eighth passes the bound of 8 MiB and waits.
+	if n := sent.Load(); n != 7 {
+		t.Fatalf("%d messages of 1 MiB were queued while the disk was stalled", n)
+	}
+	close(ga.gate)
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("senders still wait after the disk came back")
+	}
+	// The last writes are asynchronous: nothing is lost, it lands soon.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		page, err := st.QueryArchive(context.Background(), "bob", store.ArchiveQuery{Max: 20})
+		servertest.Must(t, err)
+		if len(page.Records) == 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob has %d of 12 records", len(page.Records))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
