@@ -54,7 +54,7 @@ ci:
 
 .PHONY: bench-peers
 
-# hearth against Prosody with the same load; writes docs/benchmarks.md (about 10 minutes).
+# hearth against Prosody with the same load; writes docs/benchmarks.md (about 25 minutes with the archive and room phases).
 bench-peers:
 	bash bench/peers.sh
 
