@@ -24,8 +24,8 @@ import (
 const actorPrefix = "cli:"
 
 // CLIActor is the audit log's name for whoever runs this process: "cli:"
-// and the Unix user name. The socket does not read peer credentials, so the
-// client sends this; anyone who may use the socket is a chat admin already.
+// and the Unix user name. The client sends it; on Linux the daemon replaces
+// it with the user its socket's peer credentials name.
 func CLIActor() string {
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return actorPrefix + u.Username

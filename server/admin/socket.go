@@ -209,6 +209,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn, log *slog.Logger) {
+	peer := peerActor(c)
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), maxLine)
 	enc := json.NewEncoder(c)
@@ -218,6 +219,10 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, log *slog.Logger) {
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 			resp = errorResponse(fmt.Errorf("bad request: %w", err))
 		} else {
+			if peer != "" {
+				// The kernel's word, not the client's, goes in the audit log.
+				req.Actor = peer
+			}
 			resp = s.handle(ctx, req)
 			log.Info("admin request", "op", req.Op, "user", req.Localpart, "accounts", len(req.Accounts), "room", req.Room, "actor", req.Actor, "error", resp.Error)
 		}
