@@ -24,7 +24,22 @@ const (
 	FieldEncryption = "x-hearth#encryption" // "encrypted" or "plaintext"
 	FieldRetention  = "x-hearth#retention"  // days the archive keeps messages
 	FieldFederation = "x-hearth#federation" // "off"
+	// FieldPolicy, in disco#info only, is what is enforced: the server's
+	// E2EE policy (required, optional, off) for an encrypted room, off for
+	// a plaintext one.
+	FieldPolicy = "x-hearth#policy"
 )
+
+// policyFor is the E2EE policy a room's messages meet.
+func (m *Module) policyFor(c store.Room) string {
+	if c.Plaintext {
+		return "off"
+	}
+	if p := m.conf().E2EE.Policy; p != "" {
+		return p
+	}
+	return "required"
+}
 
 // actor is who makes a request, as the room sees them.
 type actor struct {

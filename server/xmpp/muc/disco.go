@@ -126,6 +126,7 @@ func (m *Module) roomInfo(ctx context.Context, r *room, st *xmpp.Stanza, p *elem
 		field("muc#roominfo_occupants", "Number of occupants", strconv.Itoa(len(r.occupants))),
 		field("muc#roomconfig_roomname", "Name", name),
 		field(FieldEncryption, "End-to-end encryption", mode),
+		field(FieldPolicy, "Encryption policy applied to messages", m.policyFor(c)),
 		field(FieldFederation, "Federation", "off"),
 	)
 	if h := avatarHash(c.VCard); h != "" {

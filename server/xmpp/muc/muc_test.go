@@ -435,14 +435,15 @@ func TestOnlyChatAdminsMakeRoomsPlaintext(t *testing.T) {
 		t.Fatalf("encrypted room opened: %s", r)
 	}
 	info := mustResult(t, iq(t, alice, "get", roomJID("lobby"), "<query xmlns='http://jabber.org/protocol/disco#info'/>"))
-	if !strings.Contains(info.String(), "encrypted") || !strings.Contains(info.String(), "muc_membersonly") {
+	if !strings.Contains(info.String(), "encrypted") || !strings.Contains(info.String(), "muc_membersonly") ||
+		!strings.Contains(info.String(), `<field var="x-hearth#policy" label="Encryption policy applied to messages"><value>required</value>`) {
 		t.Fatalf("disco info of an encrypted room: %s", info)
 	}
 
 	// The chat admin (not affiliated) can.
 	mustResult(t, submitConfig(t, root, "lobby", map[string]string{muc.FieldEncryption: "plaintext"}))
 	info = mustResult(t, iq(t, alice, "get", roomJID("lobby"), "<query xmlns='http://jabber.org/protocol/disco#info'/>"))
-	if !strings.Contains(info.String(), ">plaintext<") {
+	if !strings.Contains(info.String(), ">plaintext<") || !strings.Contains(info.String(), `<field var="x-hearth#policy" label="Encryption policy applied to messages"><value>off</value>`) {
 		t.Fatalf("disco info does not show plaintext: %s", info)
 	}
 	entries, err := s.Store.(store.Audit).ListAudit(context.Background(), 0)
@@ -788,4 +789,18 @@ func TestHistorySecondsAndSince(t *testing.T) {
 	if got := history(""); strings.Join(got, ",") != "old,new" {
 		t.Errorf("default: %v", got)
 	}
+}
+
+// With the server's policy off nothing is enforced, and the room says so
+// next to its mode.
+func TestDiscoShowsTheEnforcedPolicy(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.E2EE.Policy = "off" })
+	cl := users(t, s, "alice")
+	join(t, cl[0], "calm", "Alice")
+	info := mustResult(t, iq(t, cl[0], "get", roomJID("calm"), "<query xmlns='http://jabber.org/protocol/disco#info'/>"))
+	if !strings.Contains(info.String(), `<value>encrypted</value>`) || !strings.Contains(info.String(), `<field var="x-hearth#policy" label="Encryption policy applied to messages"><value>off</value>`) {
+		t.Fatalf("disco info under policy off: %s", info)
+	}
+	sendGroup(cl[0], "calm", "p", "<body>not enforced</body>")
+	cl[0].Expect(isGroupMsg("p"))
 }
