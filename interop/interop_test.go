@@ -59,24 +59,7 @@ func TestSlixmpp(t *testing.T) {
 		passwords[u] = addUser(t, bin, data, u)
 	}
 
-	var accounts strings.Builder
-	for u, pw := range passwords {
-		fmt.Fprintf(&accounts, "%s %s\n", u, pw)
-	}
-	accountsFile := filepath.Join(dir, "accounts.txt")
-	if err := os.WriteFile(accountsFile, []byte(accounts.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	args := []string{"slixmpp_suite.py",
-		"--host", "127.0.0.1", "--domain", domain,
-		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
-		"--cafile", filepath.Join(data, "cert.pem"),
-		"--accounts", accountsFile,
-	}
-	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
-		args = append(args, "--debug")
-	}
+	args := suiteArgs("slixmpp_suite.py", data, c2s, direct, writeAccounts(t, dir, passwords))
 	if only := os.Getenv("HEARTH_INTEROP_ONLY"); only != "" {
 		args = append(args, "--only", only)
 	}
@@ -119,26 +102,14 @@ func TestSlixmppE2EE(t *testing.T) {
 	if err := first.stop(); err != nil {
 		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
 	}
-	var accounts strings.Builder
+	passwords := make(map[string]string)
 	for _, u := range []string{"alice", "bob"} {
-		fmt.Fprintf(&accounts, "%s %s\n", u, addUser(t, bin, data, u))
+		passwords[u] = addUser(t, bin, data, u)
 	}
-	accountsFile := filepath.Join(dir, "accounts.txt")
-	if err := os.WriteFile(accountsFile, []byte(accounts.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	accountsFile := writeAccounts(t, dir, passwords)
 	srv := startHearthArgs(t, bin, data, c2s, direct)
 	recordFile := filepath.Join(dir, "omemo-record.txt")
-	args := []string{"slixmpp_suite.py", "--suite", "e2ee",
-		"--host", "127.0.0.1", "--domain", domain,
-		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
-		"--cafile", filepath.Join(data, "cert.pem"),
-		"--accounts", accountsFile,
-		"--omemo-record", recordFile,
-	}
-	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
-		args = append(args, "--debug")
-	}
+	args := suiteArgs("slixmpp_suite.py", data, c2s, direct, accountsFile, "--suite", "e2ee", "--omemo-record", recordFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, python, args...).CombinedOutput()
@@ -297,17 +268,58 @@ func buildHearth(t *testing.T) string {
 // store directly otherwise.
 func addUser(t *testing.T, bin, data, localpart string) string {
 	t.Helper()
+	return addUserRole(t, bin, data, localpart, "")
+}
+
+// addUserRole is addUser with a server role ("hearth admin user add
+// --role"); "" leaves the default.
+func addUserRole(t *testing.T, bin, data, localpart, role string) string {
+	t.Helper()
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
 	pw := "pw-" + hex.EncodeToString(b)
-	cmd := exec.Command(bin, "admin", "--data", data, "user", "add", localpart+"@"+domain, "--password-stdin")
+	args := []string{"admin", "--data", data, "user", "add", localpart + "@" + domain, "--password-stdin"}
+	if role != "" {
+		args = append(args, "--role", role)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(pw + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("hearth admin user add %s: %v\n%s", localpart, err, out)
+		t.Fatalf("hearth admin user add %s %s: %v\n%s", localpart, role, err, out)
 	}
 	return pw
+}
+
+// writeAccounts writes the "localpart password" lines the Python suites
+// read and returns the file's path.
+func writeAccounts(t *testing.T, dir string, passwords map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	for u, pw := range passwords {
+		fmt.Fprintf(&b, "%s %s\n", u, pw)
+	}
+	path := filepath.Join(dir, "accounts.txt")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// suiteArgs is the command line of a Python suite run against a hearth dev
+// instance; extra comes last.
+func suiteArgs(script, data string, c2s, direct int, accountsFile string, extra ...string) []string {
+	args := []string{script,
+		"--host", "127.0.0.1", "--domain", domain,
+		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
+		"--cafile", filepath.Join(data, "cert.pem"),
+		"--accounts", accountsFile,
+	}
+	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
+		args = append(args, "--debug")
+	}
+	return append(args, extra...)
 }
 
 func freePort(t *testing.T) int {
