@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -259,9 +258,7 @@ func userCommands() []userCmd {
 						if users == nil {
 							users = []admin.User{}
 						}
-						enc := json.NewEncoder(c.env.Stdout)
-						enc.SetIndent("", "  ")
-						return enc.Encode(users)
+						return printJSON(c.env.Stdout, users)
 					}
 					return printUsers(c.env.Stdout, users)
 				}
