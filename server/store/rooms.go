@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -81,6 +82,30 @@ func (r *Room) Affiliation(bare string) Affiliation {
 		return a
 	}
 	return AffNone
+}
+
+// SetAffiliation records bare's affiliation; AffNone removes it from the
+// lists.
+func (r *Room) SetAffiliation(bare string, a Affiliation) {
+	if a == AffNone {
+		delete(r.Affiliations, bare)
+		return
+	}
+	if r.Affiliations == nil {
+		r.Affiliations = make(map[string]Affiliation)
+	}
+	r.Affiliations[bare] = a
+}
+
+// NickReservedByOther reports whether someone other than bare has
+// registered nick (compared without case) in the room.
+func (r *Room) NickReservedByOther(nick, bare string) bool {
+	for owner, reserved := range r.Nicks {
+		if owner != bare && strings.EqualFold(reserved, nick) {
+			return true
+		}
+	}
+	return false
 }
 
 // Rooms stores persistent rooms.

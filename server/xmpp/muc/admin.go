@@ -214,14 +214,7 @@ func (m *Module) checkAffiliation(r *room, a actor, bare string, aff store.Affil
 
 func (m *Module) setAffiliation(ctx context.Context, r *room, a actor, bare string, aff store.Affiliation, reason string) error {
 	err := m.update(ctx, r, func(c *store.Room) error {
-		if c.Affiliations == nil {
-			c.Affiliations = make(map[string]store.Affiliation)
-		}
-		if aff == store.AffNone {
-			delete(c.Affiliations, bare)
-		} else {
-			c.Affiliations[bare] = aff
-		}
+		c.SetAffiliation(bare, aff)
 		return nil
 	})
 	if err != nil {

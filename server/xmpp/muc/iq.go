@@ -200,20 +200,15 @@ func (m *Module) register(ctx context.Context, r *room, st *xmpp.Stanza, p *elem
 		return nil, &xmpp.StanzaError{Type: "modify", Condition: "not-acceptable", Text: "give a nickname (muc#register_roomnick)"}
 	}
 	return nil, m.update(ctx, r, func(c *store.Room) error {
-		for owner, n := range c.Nicks {
-			if owner != bare && strings.EqualFold(n, want) {
-				return &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by someone else"}
-			}
+		if c.NickReservedByOther(want, bare) {
+			return &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by someone else"}
 		}
 		if c.Nicks == nil {
 			c.Nicks = make(map[string]string)
 		}
 		c.Nicks[bare] = want
 		if c.Affiliation(bare) == store.AffNone {
-			if c.Affiliations == nil {
-				c.Affiliations = make(map[string]store.Affiliation)
-			}
-			c.Affiliations[bare] = store.AffMember
+			c.SetAffiliation(bare, store.AffMember)
 		}
 		return nil
 	})
@@ -253,7 +248,7 @@ func (m *Module) vcard(ctx context.Context, r *room, st *xmpp.Stanza, p *elem.El
 
 // archiveQuery answers MAM on the room JID for whoever may read the room.
 func (m *Module) archiveQuery(ctx context.Context, r *room, st *xmpp.Stanza, p *elem.Element) (*elem.Element, error) {
-	if !m.mayRead(ctx, r, st) {
+	if !m.maySee(ctx, r, st) {
 		return nil, xmpp.ErrForbidden("only the room's members can read its archive")
 	}
 	if st.Type() == "get" {
@@ -295,12 +290,6 @@ func (m *Module) maySee(ctx context.Context, r *room, st *xmpp.Stanza) bool {
 		return false
 	}
 	return open || affRank(aff) >= affRank(store.AffMember) || m.isServerAdmin(ctx, st.From.Bare())
-}
-
-// mayRead: the archive is for those who may see the room, and in an open
-// room for its occupants too.
-func (m *Module) mayRead(ctx context.Context, r *room, st *xmpp.Stanza) bool {
-	return m.maySee(ctx, r, st)
 }
 
 // isOwner: room owners and server admins.

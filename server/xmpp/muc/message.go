@@ -314,10 +314,7 @@ func (m *Module) mediated(ctx context.Context, r *room, st *xmpp.Stanza, x *elem
 				} else if a != store.AffNone {
 					return nil
 				}
-				if c.Affiliations == nil {
-					c.Affiliations = make(map[string]store.Affiliation)
-				}
-				c.Affiliations[bare] = store.AffMember
+				c.SetAffiliation(bare, store.AffMember)
 				return nil
 			})
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -147,12 +146,10 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is in use in this room"})
 		return
 	}
-	for owner, reserved := range r.cfg.Nicks {
-		if strings.EqualFold(reserved, nick) && owner != bare.String() {
-			r.mu.Unlock()
-			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by a member of this room"})
-			return
-		}
+	if r.cfg.NickReservedByOther(nick, bare.String()) {
+		r.mu.Unlock()
+		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by a member of this room"})
+		return
 	}
 	o := r.occupants[nick]
 	isNew := o == nil
@@ -224,12 +221,10 @@ func (m *Module) changeNick(ctx context.Context, r *room, st *xmpp.Stanza, o *oc
 		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is in use in this room"})
 		return
 	}
-	for owner, reserved := range r.cfg.Nicks {
-		if strings.EqualFold(reserved, nick) && owner != o.bare {
-			r.mu.Unlock()
-			m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by a member of this room"})
-			return
-		}
+	if r.cfg.NickReservedByOther(nick, o.bare) {
+		r.mu.Unlock()
+		m.h.Bounce(ctx, st, &xmpp.StanzaError{Type: "cancel", Condition: "conflict", Text: "that nickname is reserved by a member of this room"})
+		return
 	}
 	if len(o.sessions) > 1 {
 		r.mu.Unlock()

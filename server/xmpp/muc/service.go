@@ -14,6 +14,7 @@ import (
 
 	"github.com/merveilles/hearth/server/config"
 	"github.com/merveilles/hearth/server/store"
+	"github.com/merveilles/hearth/server/xmpp"
 )
 
 // This file is room administration for `hearth admin room`: the same
@@ -263,8 +264,9 @@ func (m *Module) AdminSet(ctx context.Context, actorName, name string, ch RoomCh
 		return RoomStatus{}, err
 	}
 	r.mu.Lock()
-	next := r.cfg
+	cur := r.cfg
 	r.mu.Unlock()
+	next := cur
 	if ch.Title != nil {
 		next.Title = *ch.Title
 	}
@@ -297,9 +299,6 @@ func (m *Module) AdminSet(ctx context.Context, actorName, name string, ch RoomCh
 	if !next.Plaintext && next.Open {
 		return RoomStatus{}, errors.New("an encrypted room is members-only: make it plaintext first (--plaintext) to open it")
 	}
-	r.mu.Lock()
-	cur := r.cfg
-	r.mu.Unlock()
 	cc := configChange{next: next, modeChanged: next.Plaintext != cur.Plaintext, retentionChange: next.Retention != cur.Retention}
 	if err := m.commitConfig(ctx, r, cc, actorName); err != nil {
 		return RoomStatus{}, err
@@ -337,7 +336,8 @@ func (m *Module) AdminAffiliate(ctx context.Context, actorName, name, who string
 	}
 	a := actor{bare: actorName, serverAdmin: true}
 	if err := m.checkAffiliation(r, a, bare, aff); err != nil {
-		return RoomStatus{}, errors.New(strings.TrimPrefix(err.Error(), "conflict: "))
+		// The command line wants the readable text, not the XMPP condition.
+		return RoomStatus{}, errors.New(xmpp.AsStanzaError(err).Text)
 	}
 	if err := m.setAffiliation(ctx, r, a, bare, aff, ""); err != nil {
 		return RoomStatus{}, err
