@@ -269,6 +269,10 @@ func Load(path string) (*Config, error) {
 	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if c.Rooms.Domain == "" && c.Domain != "" {
+		// Resolved once here rather than on every message that asks.
+		c.Rooms.Domain = "rooms." + c.Domain
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
