@@ -67,14 +67,14 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	c2s := freePort(t)
-	ns.start(t, bin, data, c2s).terminate(t)
-	spw := addUserIn(t, ns, bin, data, "sender")
-	opw := addUserIn(t, ns, bin, data, "online")
-	fpw := addUserIn(t, ns, bin, data, "offline")
+	startWith(t, ns.cmd, bin, data, c2s).terminate(t)
+	spw := addUserWith(t, ns.cmd, bin, data, "sender")
+	opw := addUserWith(t, ns.cmd, bin, data, "online")
+	fpw := addUserWith(t, ns.cmd, bin, data, "offline")
 	filler := filepath.Join(data, "filler")
 	run("dd", "if=/dev/zero", "of="+filler, "bs=1M", fmt.Sprintf("count=%d", fillerMiB))
 	run("dd", "if=/dev/zero", "of="+filepath.Join(data, "filler-small"), "bs=64k", "count=4")
-	srv := ns.start(t, bin, data, c2s)
+	srv := startWith(t, ns.cmd, bin, data, c2s)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c2s))
 
 	// Archiving off for the sender and the offline recipient: a message to
@@ -198,7 +198,7 @@ func TestDiskFull(t *testing.T) {
 
 	// Restart on the same data: it opens, and every acknowledged message is kept.
 	srv.terminate(t)
-	ns.start(t, bin, data, c2s)
+	startWith(t, ns.cmd, bin, data, c2s)
 	for i := base; i < base+more; i++ {
 		if target(i) == "offline@localhost" {
 			wantOff[i] = true
@@ -257,55 +257,6 @@ func mountNamespace(t *testing.T, dir string) *namespace {
 // the program's own).
 func (n *namespace) cmd(args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(n.pid), "-m", "--"}, args...)...)
-}
-
-func (n *namespace) start(t *testing.T, bin, data string, c2s int) *proc {
-	t.Helper()
-	cmd := n.cmd(bin, "dev", "--data", data, "--bind", "127.0.0.1", "--e2ee", "off",
-		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(freePort(t)),
-		"--http-port", strconv.Itoa(freePort(t)), "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c2s)), time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatal("hearth dev exited at start")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("hearth dev does not listen")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func addUserIn(t *testing.T, ns *namespace, bin, data, user string) string {
-	t.Helper()
-	pw := fmt.Sprintf("pw-%s-%d", user, time.Now().UnixNano())
-	cmd := ns.cmd(bin, "admin", "--data", data, "user", "add", user+"@localhost", "--password-stdin")
-	cmd.Stdin = strings.NewReader(pw + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("add %s: %v\n%s", user, err, out)
-	}
-	return pw
 }
 
 // smClient is a raw client with stream management on and a reader that

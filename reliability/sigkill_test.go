@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -147,11 +148,25 @@ type proc struct {
 	exited chan struct{}
 }
 
+// runner makes the command that runs a program: on this host, or inside
+// a namespace.
+type runner func(args ...string) *exec.Cmd
+
+// onHost runs programs in the test's own namespaces.
+func onHost(args ...string) *exec.Cmd { return exec.Command(args[0], args[1:]...) }
+
 func start(t *testing.T, bin, data string, c2s int) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "dev", "--data", data, "--bind", "127.0.0.1", "--e2ee", "off",
+	return startWith(t, onHost, bin, data, c2s)
+}
+
+// startWith starts hearth dev through run and waits until it listens.
+func startWith(t *testing.T, run runner, bin, data string, c2s int) *proc {
+	t.Helper()
+	cmd := run(bin, "dev", "--data", data, "--bind", "127.0.0.1", "--e2ee", "off",
 		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(freePort(t)),
 		"--http-port", strconv.Itoa(freePort(t)), "--log-level", "warn")
+	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +187,11 @@ func start(t *testing.T, bin, data string, c2s int) *proc {
 			c.Close()
 			return p
 		}
+		select {
+		case <-p.exited:
+			t.Fatal("hearth dev exited at start")
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("hearth dev does not listen")
 		}
@@ -191,10 +211,16 @@ func (p *proc) terminate(t *testing.T) {
 
 func addUser(t *testing.T, bin, data, user string) string {
 	t.Helper()
+	return addUserWith(t, onHost, bin, data, user)
+}
+
+// addUserWith creates user@localhost with a random password through run.
+func addUserWith(t *testing.T, run runner, bin, data, user string) string {
+	t.Helper()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	pw := hex.EncodeToString(b)
-	cmd := exec.Command(bin, "admin", "--data", data, "user", "add", user+"@localhost", "--password-stdin")
+	cmd := run(bin, "admin", "--data", data, "user", "add", user+"@localhost", "--password-stdin")
 	cmd.Stdin = strings.NewReader(pw + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("add %s: %v\n%s", user, err, out)
