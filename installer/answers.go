@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -94,11 +95,15 @@ func (a *Answers) withDefaults() {
 	}
 }
 
-var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// domainRE is compiled on first use: its label repetition makes ~90 KiB of
+// program the running chat server, which links the installer, should not hold.
+var domainRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+})
 
 // ValidateDomain accepts a lower-case DNS name with at least two labels.
 func ValidateDomain(s string) error {
-	if len(s) > 253 || !domainRE.MatchString(s) {
+	if len(s) > 253 || !domainRE().MatchString(s) {
 		return fmt.Errorf("%q is not a domain name (lower case, like chat.example.org)", s)
 	}
 	return nil

@@ -226,7 +226,8 @@ func (i *Instance) Run(ctx context.Context) error {
 			Service{Name: "xmpp", Run: i.runXMPP},
 			Service{Name: "admin", Run: i.runAdmin},
 			Service{Name: "memory", Run: memoryTrimmer{
-				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20, log: i.log,
+				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20,
+				release: releaseExecutablePages, log: i.log,
 			}.run},
 			Service{Name: "retention", Run: retention.Daily(&i.cur, i.log)},
 			Service{Name: "watchdog", Run: watchdog{notify: i.notify, probe: i.probe, log: i.log}.run},

@@ -17,11 +17,15 @@ import (
 // forced collection costs one GC cycle, so it runs only when allocation has
 // gone quiet and the memory to gain is worth it, at most once per burst;
 // under steady load the normal pacing is untouched.
+//
+// At the same moments, and once shortly after start-up, it drops the
+// mappings of executable pages nothing is using (releaseExecutablePages).
 type memoryTrimmer struct {
 	every      time.Duration
-	quietBytes uint64 // allocation per interval below which we call it quiet
-	minGain    uint64 // do not bother for less than this
-	quietTicks int    // intervals of quiet before trimming
+	quietBytes uint64                // allocation per interval below which we call it quiet
+	minGain    uint64                // do not bother for less than this
+	quietTicks int                   // intervals of quiet before trimming
+	release    func() (int64, error) // releaseExecutablePages outside tests
 	log        *slog.Logger
 }
 
@@ -49,20 +53,27 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 	}
 	lastAllocs, _, _ := read()
 	trimmed := true // nothing to give back at start
+	codeReleased := false
 	quiet := 0
 	t := time.NewTicker(m.every)
 	defer t.Stop()
-	for {
+	for first := true; ; first = false {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		// The listeners are open well within the first interval; the
+		// init and start-up code that ran before then is not needed again.
+		if first {
+			m.releaseCode()
+			codeReleased = true
+		}
 		allocs, objects, idle := read()
 		delta := allocs - lastAllocs
 		lastAllocs = allocs
 		if delta >= m.quietBytes {
-			trimmed, quiet = false, 0 // a burst: trim once it is over
+			trimmed, codeReleased, quiet = false, false, 0 // a burst: trim once it is over
 			continue
 		}
 		// Quiet for a few intervals in a row: sessions that just went idle
@@ -70,6 +81,10 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 		// that about 3 s after a client's last stanza).
 		if quiet++; quiet < m.quietTicks {
 			continue
+		}
+		if !codeReleased {
+			m.releaseCode()
+			codeReleased = true
 		}
 		// objects includes garbage not yet collected; what a collection
 		// frees is unknown until it runs, so judge by heap size overall.
@@ -82,4 +97,14 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 		_, after, _ := read()
 		m.log.Debug("returned memory to the OS after a burst", "heap_before", objects, "heap_after", after, "took", time.Since(start))
 	}
+}
+
+func (m memoryTrimmer) releaseCode() {
+	n, err := m.release()
+	if err != nil {
+		// Only RSS accounting is at stake; say so once per attempt.
+		m.log.Debug("could not release executable pages", "err", err)
+		return
+	}
+	m.log.Debug("released executable pages", "mapped_bytes", n)
 }

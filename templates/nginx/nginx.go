@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 )
 
@@ -66,17 +67,23 @@ func (p Params) withDefaults() Params {
 }
 
 // Everything that reaches the configuration text is checked against these,
-// so no value can add a directive.
+// so no value can add a directive. They are compiled on first use: the
+// label repetition makes ~100 KiB of program that the running chat server,
+// which links this package but never renders nginx files, should not hold.
 var (
-	hostname = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	safePath = regexp.MustCompile(`^/[A-Za-z0-9._/@+-]+$`)
-	listenRe = regexp.MustCompile(`^(\d{1,5}|[0-9.]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5})$`)
+	hostname = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	})
+	safePath = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^/[A-Za-z0-9._/@+-]+$`) })
+	listenRe = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(\d{1,5}|[0-9.]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5})$`)
+	})
 )
 
 func (p Params) validate() error {
 	var errs []error
 	for what, name := range map[string]string{"domain": p.Domain, "share domain": p.ShareDomain, "rooms domain": p.RoomsDomain} {
-		if !hostname.MatchString(name) {
+		if !hostname().MatchString(name) {
 			errs = append(errs, fmt.Errorf("%s %q is not a lower-case host name", what, name))
 		}
 	}
@@ -84,7 +91,7 @@ func (p Params) validate() error {
 		errs = append(errs, fmt.Errorf("upstream %q is not IP:PORT", p.Upstream))
 	}
 	for what, f := range map[string]string{"certificate": p.CertFile, "key": p.KeyFile} {
-		if !safePath.MatchString(f) {
+		if !safePath().MatchString(f) {
 			errs = append(errs, fmt.Errorf("%s path %q must be absolute, without spaces or quotes", what, f))
 		}
 	}
@@ -92,7 +99,7 @@ func (p Params) validate() error {
 		errs = append(errs, fmt.Errorf("upload limit %d must be positive", p.UploadLimit))
 	}
 	for _, l := range append(append([]string{}, p.ListenHTTP...), p.ListenHTTPS...) {
-		if !listenRe.MatchString(l) {
+		if !listenRe().MatchString(l) {
 			errs = append(errs, fmt.Errorf("listen address %q is not PORT, IP:PORT or [IPv6]:PORT", l))
 		}
 	}

@@ -13,7 +13,7 @@ var units embed.FS
 // Units renders the systemd path unit (and the service it starts) that
 // reloads nginx when the certificate file changes.
 func Units(certFile string) ([]File, error) {
-	if !safePath.MatchString(certFile) {
+	if !safePath().MatchString(certFile) {
 		return nil, fmt.Errorf("certificate path %q must be absolute, without spaces or quotes", certFile)
 	}
 	t, err := template.ParseFS(units, "hearth-certs.*")
