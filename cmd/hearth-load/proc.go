@@ -19,6 +19,7 @@ type memSample struct {
 	RSSKiB  int64 `json:"rss_kib"`
 	PSSKiB  int64 `json:"pss_kib"`
 	AnonKiB int64 `json:"anon_kib"` // RSS minus file-backed pages (binary, mmapped database)
+	PeakKiB int64 `json:"peak_kib"` // VmHWM: the highest RSS since the process started
 }
 
 // readMem reads the process's resident and proportional set sizes.
@@ -45,7 +46,31 @@ func readMem(pid int) (memSample, error) {
 			m.AnonKiB = v
 		}
 	}
-	return m, sc.Err()
+	if err := sc.Err(); err != nil {
+		return m, err
+	}
+	peak, err := readPeakRSS(pid)
+	m.PeakKiB = peak
+	return m, err
+}
+
+// readPeakRSS reads VmHWM, the process's RSS high-water mark: a server
+// that gives pages back after start-up still had them once.
+func readPeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("server memory: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fs := strings.Fields(v)
+			if len(fs) == 0 {
+				break
+			}
+			return strconv.ParseInt(fs[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("server memory: no VmHWM in /proc/%d/status", pid)
 }
 
 // serverCPU returns the process's user+system CPU time.

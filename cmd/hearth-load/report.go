@@ -27,6 +27,8 @@ type metric struct {
 var metrics = []metric{
 	{"resting RSS", "MiB", "idle", func(r *Result) float64 { return mib(r.Before) }, "<= 0.65", 1},
 	{"resting PSS", "MiB", "idle", func(r *Result) float64 { return pssMiB(r.Before) }, "", 1},
+	{"resting anonymous RSS", "MiB", "idle", func(r *Result) float64 { return anonMiB(r.Before) }, "", 1},
+	{"peak RSS before the load (VmHWM)", "MiB", "idle", func(r *Result) float64 { return peakMiB(r.Before) }, "", 1},
 	{"RSS per idle session", "KiB", "idle", func(r *Result) float64 { return r.RSSPerSessionKiB }, "<= 0.35", 1},
 	{"anonymous RSS per idle session", "KiB", "idle", func(r *Result) float64 { return r.AnonPerSessionKiB }, "", 1},
 	{"logins/s", "", "logins", func(r *Result) float64 { return r.LoginsPerSec }, ">= 2", 0},
@@ -79,6 +81,20 @@ func mib(m *memSample) float64 {
 		return 0
 	}
 	return float64(m.RSSKiB) / 1024
+}
+
+func anonMiB(m *memSample) float64 {
+	if m == nil {
+		return 0
+	}
+	return float64(m.AnonKiB) / 1024
+}
+
+func peakMiB(m *memSample) float64 {
+	if m == nil {
+		return 0
+	}
+	return float64(m.PeakKiB) / 1024
 }
 
 func pssMiB(m *memSample) float64 {
