@@ -215,11 +215,15 @@ type conn struct {
 	srv     *Server
 	raw     net.Conn
 	netConn net.Conn // raw, or the TLS connection over it
-	br      *pooledReader
-	brConn  net.Conn // what br reads from
-	dec     *elem.Decoder
-	rate    rateLimiter
-	secure  bool
+	// tlsRaw is raw as the TLS layer sees it: it tells the session when
+	// TLS is about to read from the socket (nil without TLS).
+	tlsRaw *socketReads
+	batch  *outBatch // the session's output batch, once it is bound
+	br     *pooledReader
+	brConn net.Conn // what br reads from
+	dec    *elem.Decoder
+	rate   rateLimiter
+	secure bool
 	// headerDue: the client's header was read for a new stream but ours
 	// is not sent yet.
 	headerDue bool
@@ -263,7 +267,8 @@ func (s *Server) negotiateConn(ctx context.Context, raw net.Conn, directTLS bool
 	// Everything before binding must finish within the auth timeout.
 	_ = raw.SetDeadline(time.Now().Add(cfg.Limits.AuthTimeout.D()))
 	if directTLS {
-		tc := tls.Server(raw, s.directTLSConfig())
+		c.tlsRaw = &socketReads{Conn: raw}
+		tc := tls.Server(c.tlsRaw, s.directTLSConfig())
 		if err := tc.HandshakeContext(ctx); err != nil {
 			s.log.Debug("direct TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 			raw.Close()
@@ -319,6 +324,9 @@ func (c *conn) readElement(ctx context.Context) (*elem.Element, error) {
 		return nil, err
 	}
 	if d := c.rate.take(c.dec.Consumed()); d > 0 {
+		if c.batch.hold(d) {
+			c.batch.release()
+		}
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -532,7 +540,8 @@ func (c *conn) startTLS(ctx context.Context) error {
 	if err := c.write("<proceed xmlns='" + NSTLS + "'/>"); err != nil {
 		return err
 	}
-	tc := tls.Server(c.raw, c.srv.tls)
+	c.tlsRaw = &socketReads{Conn: c.raw}
+	tc := tls.Server(c.tlsRaw, c.srv.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
@@ -789,7 +798,7 @@ func (c *conn) bind(ctx context.Context) (*Session, error) {
 		reply.Set("to", "")
 		// Queued, not written: runSession releases it once the router
 		// knows the session.
-		if err := sess.Send(reply); err != nil {
+		if err := sess.Send(ctx, reply); err != nil {
 			return nil, err
 		}
 		return sess, nil

@@ -122,6 +122,13 @@ func (s *Server) readLoop(ctx context.Context, c *conn, sess *Session) error {
 	// A wait for the rate limit is not cut short when the session is
 	// closed: it lasts at most one stanza's worth, and a goroutine per
 	// session to watch for it would cost more than it saves.
+	var batch *outBatch
+	if c.tlsRaw != nil {
+		ctx, batch = withOutBatch(ctx)
+		c.tlsRaw.before = batch.release
+		c.batch = batch
+		defer batch.release()
+	}
 	for {
 		if err := c.waitIdle(); err != nil {
 			return err
@@ -142,6 +149,7 @@ func (s *Server) readLoop(ctx context.Context, c *conn, sess *Session) error {
 		default:
 			return &StreamError{Condition: "unsupported-stanza-type", Text: "unexpected element " + e.Name.Local}
 		}
+		batch.begin() // after any wait of readElement's, which let the batch go
 		st, err := s.handleStanza(ctx, sess, e)
 		if err != nil {
 			return err
@@ -168,7 +176,7 @@ func (s *Server) handleStanza(ctx context.Context, sess *Session, e *elem.Elemen
 	}
 	if e.Name.Local == "iq" && e.Child(NSSession, "session") != nil && e.Get("type") == "set" {
 		// Session establishment (RFC 3921) is a no-op kept for old clients.
-		_ = sess.Send(ResultReply(e, nil).Set("from", ""))
+		_ = sess.Send(ctx, ResultReply(e, nil).Set("from", ""))
 		return st, nil
 	}
 	s.router.FromClient(ctx, st)

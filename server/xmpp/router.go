@@ -285,7 +285,7 @@ func (r *Router) dispatchIQ(ctx context.Context, target Target, st *Stanza) {
 	typ := st.Type()
 	if target == "full" {
 		if s := r.Session(st.To); s != nil {
-			_ = s.Send(st.El)
+			_ = s.Send(ctx, st.El)
 			return
 		}
 		if typ == "get" || typ == "set" {
@@ -336,7 +336,7 @@ func (r *Router) Reply(ctx context.Context, st *Stanza, reply *elem.Element) {
 	}
 	to := st.From
 	if st.Origin != nil && to.Equal(st.Origin.JID()) {
-		_ = st.Origin.Send(reply)
+		_ = st.Origin.Send(ctx, reply)
 		return
 	}
 	r.Route(ctx, &Stanza{El: reply, From: st.To, To: to})

@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -33,6 +34,7 @@ type Session struct {
 	mu        sync.Mutex
 	pending   *bytes.Buffer // serialized stanzas waiting for the writer
 	flushing  bool
+	deferred  bool          // a reader's outBatch will start the flush
 	held      bool          // output waits for release (see newSession)
 	drained   chan struct{} // closed and replaced after every write
 	closed    bool
@@ -70,7 +72,7 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // order, and returns false to hold it back (it may deliver it later with
 // SendAfter) or drop it. Filters run on the sending goroutine, so they must
 // be safe for concurrent use.
-type OutboundFilter func(s *Session, el *elem.Element) bool
+type OutboundFilter func(ctx context.Context, s *Session, el *elem.Element) bool
 
 type outboundFilter struct {
 	name     string
@@ -164,33 +166,49 @@ func (s *Session) SetValue(key, v any) {
 // read for the write timeout, or lets the whole limit pile up, is
 // disconnected; its unread stanzas are the only loss, as with any dead
 // connection.
-func (s *Session) Send(el *elem.Element) error {
-	return s.sendFrom(0, el)
+//
+// When ctx is a stanza handler's, the write joins the handling reader's
+// output batch (outBatch): it goes out once the reader has worked through
+// what its client sent in one go.
+func (s *Session) Send(ctx context.Context, el *elem.Element) error {
+	return s.sendFrom(ctx, 0, el)
 }
 
 // SendAfter continues the delivery of an element that the outbound filter
 // named stage held back (as client state indication does while a client is
 // inactive): the filters after it still see the element.
-func (s *Session) SendAfter(stage string, el *elem.Element) error {
+func (s *Session) SendAfter(ctx context.Context, stage string, el *elem.Element) error {
 	for i, f := range s.filters {
 		if f.name == stage {
-			return s.sendFrom(i+1, el)
+			return s.sendFrom(ctx, i+1, el)
 		}
 	}
-	return s.sendFrom(len(s.filters), el)
+	return s.sendFrom(ctx, len(s.filters), el)
 }
 
-func (s *Session) sendFrom(i int, el *elem.Element) error {
+func (s *Session) sendFrom(ctx context.Context, i int, el *elem.Element) error {
 	for ; i < len(s.filters); i++ {
-		if !s.filters[i].fn(s, el) {
+		if !s.filters[i].fn(ctx, s, el) {
 			return nil
 		}
 	}
-	return s.write(el)
+	return s.write(outBatchFrom(ctx), el)
 }
 
-// write queues serialized output for the connection.
-func (s *Session) write(el *elem.Element) error {
+// flushDeferred starts the flush an outBatch deferred.
+func (s *Session) flushDeferred() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deferred = false
+	if s.pending != nil && !s.flushing && !s.held && !s.closed {
+		s.flushing = true
+		go s.flush()
+	}
+}
+
+// write queues serialized output for the connection. With a batch, the
+// flush waits for the batch's end unless a quarter of the limit is queued.
+func (s *Session) write(batch *outBatch, el *elem.Element) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -206,13 +224,25 @@ func (s *Session) write(el *elem.Element) error {
 		s.Close(ErrSlowReader)
 		return ErrSlowReader
 	}
-	if !s.flushing && !s.held {
-		s.flushing = true
-		go s.flush()
+	small := n <= s.limits.MaxOutputBytes/4
+	if !s.flushing && !s.held && !s.deferred {
+		if small && batch != nil && batch.add(s) {
+			s.deferred = true
+		} else {
+			s.flushing = true
+			go s.flush()
+		}
 	}
-	if n <= s.limits.MaxOutputBytes/4 {
+	if small {
 		s.mu.Unlock()
 		return nil
+	}
+	if batch != nil {
+		// The wait may be long: what the batch holds (perhaps this
+		// session's own output) must not wait with it.
+		s.mu.Unlock()
+		batch.release()
+		s.mu.Lock()
 	}
 	return s.waitForSpace()
 }

@@ -3,6 +3,7 @@ package xmpp
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +47,7 @@ func TestSessionConcurrentSendAndClose(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				if err := s.Send(elem.New(elem.NSClient, "message", "id", fmt.Sprintf("%d-%d", g, i))); err != nil {
+				if err := s.Send(context.Background(), elem.New(elem.NSClient, "message", "id", fmt.Sprintf("%d-%d", g, i))); err != nil {
 					return
 				}
 			}
@@ -102,7 +103,7 @@ func TestSessionConcurrentSendAndClose(t *testing.T) {
 	if !sawError {
 		t.Fatal("no stream error before the closing tag")
 	}
-	if err := s.Send(elem.New(elem.NSClient, "message")); !errors.Is(err, net.ErrClosed) {
+	if err := s.Send(context.Background(), elem.New(elem.NSClient, "message")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Send after Close: %v", err)
 	}
 	t.Logf("%d of %d stanzas went out before the close", n, senders*each)
@@ -119,7 +120,7 @@ func TestSessionPeerThatNeverReads(t *testing.T) {
 	start := time.Now()
 	var err error
 	for i := 0; i < 10000 && err == nil; i++ {
-		err = s.Send(elem.New(elem.NSClient, "message").AddText(body))
+		err = s.Send(context.Background(), elem.New(elem.NSClient, "message").AddText(body))
 	}
 	if !errors.Is(err, ErrSlowReader) && !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Send to a peer that never reads: %v", err)

@@ -209,7 +209,7 @@ func (m *module) set(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error
 			return nil, err
 		}
 		m.h.Reply(ctx, iq, xmpp.ResultReply(iq.El, nil))
-		m.push(user, "block", js)
+		m.push(ctx, user, "block", js)
 		m.sendPresence(ctx, user, added, true)
 	case "unblock":
 		removed, err := m.unblock(ctx, user, js)
@@ -217,7 +217,7 @@ func (m *module) set(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, error
 			return nil, err
 		}
 		m.h.Reply(ctx, iq, xmpp.ResultReply(iq.El, nil))
-		m.push(user, "unblock", js)
+		m.push(ctx, user, "unblock", js)
 		m.sendPresence(ctx, user, removed, false)
 	default:
 		return nil, xmpp.ErrBadRequest("expected block or unblock")
@@ -309,7 +309,7 @@ func (m *module) forget(user string) {
 
 // push tells every resource that fetched the list what changed. An empty
 // unblock means "everything" and is pushed as such.
-func (m *module) push(user, op string, js []jid.JID) {
+func (m *module) push(ctx context.Context, user, op string, js []jid.JID) {
 	strs := make([]string, len(js))
 	for i, j := range js {
 		strs[i] = j.String()
@@ -319,7 +319,7 @@ func (m *module) push(user, op string, js []jid.JID) {
 			continue
 		}
 		iq := elem.New(elem.NSClient, "iq", "type", "set", "id", "push-"+randomID(), "to", s.JID().String())
-		_ = s.Send(iq.Add(listElement(op, strs)))
+		_ = s.Send(ctx, iq.Add(listElement(op, strs)))
 	}
 }
 

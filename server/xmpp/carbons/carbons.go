@@ -111,7 +111,7 @@ func Eligible(msg *elem.Element) bool {
 
 // sent copies a message a local client sends to the user's other
 // carbons-enabled resources.
-func (m *module) sent(_ context.Context, ev *xmpp.Event) bool {
+func (m *module) sent(ctx context.Context, ev *xmpp.Event) bool {
 	st := ev.Stanza
 	origin := st.Origin
 	if origin == nil || st.Kind() != "message" || !Eligible(st.El) {
@@ -132,14 +132,14 @@ func (m *module) sent(_ context.Context, ev *xmpp.Event) bool {
 			// modules (the archive) may still change it.
 			fwd = st.El.Copy()
 		}
-		_ = s.Send(wrap("sent", origin.Bare(), s.JID().String(), fwd))
+		_ = s.Send(ctx, wrap("sent", origin.Bare(), s.JID().String(), fwd))
 	}
 	return false
 }
 
 // received copies a message delivered to one of a user's resources to the
 // user's other carbons-enabled resources.
-func (m *module) received(_ context.Context, ev *xmpp.Event) bool {
+func (m *module) received(ctx context.Context, ev *xmpp.Event) bool {
 	st, got := ev.Stanza, ev.Session
 	if got == nil || !Eligible(st.El) {
 		return false
@@ -164,7 +164,7 @@ func (m *module) received(_ context.Context, ev *xmpp.Event) bool {
 		if fwd == nil {
 			fwd = st.El.Copy()
 		}
-		_ = s.Send(wrap("received", got.Bare(), s.JID().String(), fwd))
+		_ = s.Send(ctx, wrap("received", got.Bare(), s.JID().String(), fwd))
 	}
 	return false
 }

@@ -74,7 +74,7 @@ func (m *module) Register(h *xmpp.Host) error {
 	return nil
 }
 
-func (m *module) nonza(_ context.Context, ev *xmpp.Event) bool {
+func (m *module) nonza(ctx context.Context, ev *xmpp.Event) bool {
 	s := ev.Session
 	if s == nil {
 		return false
@@ -101,7 +101,7 @@ func (m *module) nonza(_ context.Context, ev *xmpp.Event) bool {
 		}
 		st.draining = true
 		st.mu.Unlock()
-		st.drain(s)
+		st.drain(ctx, s)
 	default:
 		return false // unknown element: the core ends the stream
 	}
@@ -109,7 +109,7 @@ func (m *module) nonza(_ context.Context, ev *xmpp.Event) bool {
 }
 
 // filter runs on every element sent to a session.
-func filter(s *xmpp.Session, el *elem.Element) bool {
+func filter(ctx context.Context, s *xmpp.Session, el *elem.Element) bool {
 	st, _ := s.Value(stateKey{}).(*state)
 	if st == nil || el.Name.Space != elem.NSClient {
 		// Never used CSI, or a nonza (stream management acks).
@@ -140,7 +140,7 @@ func filter(s *xmpp.Session, el *elem.Element) bool {
 	}
 	st.draining = true
 	st.mu.Unlock()
-	st.drain(s)
+	st.drain(ctx, s)
 	return false
 }
 
@@ -161,7 +161,7 @@ func (st *state) add(el *elem.Element) {
 
 // drain sends the held queue, in order, past this stage; the caller has
 // set st.draining.
-func (st *state) drain(s *xmpp.Session) {
+func (st *state) drain(ctx context.Context, s *xmpp.Session) {
 	for {
 		st.mu.Lock()
 		batch := st.held
@@ -173,7 +173,7 @@ func (st *state) drain(s *xmpp.Session) {
 		}
 		st.mu.Unlock()
 		for _, el := range batch {
-			_ = s.SendAfter(Stage, el)
+			_ = s.SendAfter(ctx, Stage, el)
 		}
 	}
 }

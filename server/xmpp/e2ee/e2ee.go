@@ -194,12 +194,12 @@ func (m *module) outgoing(ctx context.Context, ev *xmpp.Event) bool {
 		m.h.Bounce(ctx, st, PolicyViolation())
 		return true
 	case Warn:
-		m.warn(st)
+		m.warn(ctx, st)
 	}
 	return false
 }
 
-func (m *module) warn(st *xmpp.Stanza) {
+func (m *module) warn(ctx context.Context, st *xmpp.Stanza) {
 	s := st.Origin
 	if s == nil {
 		return
@@ -227,5 +227,5 @@ func (m *module) warn(st *xmpp.Stanza) {
 	// chat message that could itself need encryption.
 	notice := elem.New(elem.NSClient, "message", "from", m.h.Domain(), "to", s.JID().String(), "type", "headline")
 	notice.Add(elem.New(elem.NSClient, "body").AddText(fmt.Sprintf(WarnText, to)))
-	_ = s.Send(notice)
+	_ = s.Send(ctx, notice)
 }

@@ -274,7 +274,7 @@ func (m *Module) query(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, err
 	if err != nil {
 		return nil, err
 	}
-	return SendPage(q, page, flip, iq.From.Bare().String(), iq.Origin, func(id uint64, err error) {
+	return SendPage(ctx, q, page, flip, iq.From.Bare().String(), iq.Origin, func(id uint64, err error) {
 		m.h.Log.Error("archived message unreadable", "user", user, "id", id, "err", err)
 	})
 }
@@ -282,7 +282,7 @@ func (m *Module) query(ctx context.Context, iq *xmpp.Stanza) (*elem.Element, err
 // SendPage sends the results of query q to the session that asked, as
 // messages from archive (the account's bare JID or the room's JID), and
 // returns the <fin/> that ends the query.
-func SendPage(q *elem.Element, page store.ArchivePage, flip bool, archive string, to *xmpp.Session, unreadable func(id uint64, err error)) (*elem.Element, error) {
+func SendPage(ctx context.Context, q *elem.Element, page store.ArchivePage, flip bool, archive string, to *xmpp.Session, unreadable func(id uint64, err error)) (*elem.Element, error) {
 	recs := page.Records
 	if flip {
 		recs = slices.Clone(recs)
@@ -304,7 +304,7 @@ func SendPage(q *elem.Element, page store.ArchivePage, flip bool, archive string
 			fwd,
 		))
 		msg := elem.New(elem.NSClient, "message", "from", archive, "to", to.JID().String()).Add(res)
-		if err := to.Send(msg); err != nil {
+		if err := to.Send(ctx, msg); err != nil {
 			return nil, xmpp.ErrHandled // the session is gone
 		}
 	}

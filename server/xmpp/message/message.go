@@ -73,7 +73,7 @@ func (m *Module) toBare(ctx context.Context, ev *xmpp.Event) bool {
 	}
 	if len(targets) > 0 {
 		for _, s := range targets {
-			_ = s.Send(st.El)
+			_ = s.Send(ctx, st.El)
 		}
 		m.delivered(ctx, st, targets[0])
 		return true
@@ -93,7 +93,7 @@ func (m *Module) toBare(ctx context.Context, ev *xmpp.Event) bool {
 func (m *Module) toFull(ctx context.Context, ev *xmpp.Event) bool {
 	st := ev.Stanza
 	if s := m.h.Session(st.To); s != nil {
-		_ = s.Send(st.El)
+		_ = s.Send(ctx, st.El)
 		m.delivered(ctx, st, s)
 		return true
 	}

@@ -261,7 +261,7 @@ func (m *Module) applyAffiliation(ctx context.Context, r *room, bare, reason, ac
 	r.mu.Lock()
 	o.role = r.defaultRole(aff, serverAdmin)
 	r.mu.Unlock()
-	m.rebroadcast(r, o)
+	m.rebroadcast(ctx, r, o)
 }
 
 func mustBare(s string) jid.JID { j, _ := jid.Parse(s); return j }
@@ -315,7 +315,7 @@ func (m *Module) setRole(ctx context.Context, r *room, a actor, nick, role, reas
 		m.removeOccupant(ctx, r, fulls, statusKicked, reason, a.nick)
 		return nil
 	}
-	m.rebroadcast(r, o)
+	m.rebroadcast(ctx, r, o)
 	return nil
 }
 
@@ -338,7 +338,7 @@ func (m *Module) removeOccupant(ctx context.Context, r *room, fulls []string, st
 }
 
 // rebroadcast shows everyone an occupant's changed role or affiliation.
-func (m *Module) rebroadcast(r *room, o *occupant) {
+func (m *Module) rebroadcast(ctx context.Context, r *room, o *occupant) {
 	r.mu.Lock()
 	nonAnon := r.nonAnonymous()
 	withJID, withoutJID := r.presenceOf(o, false, true), r.presenceOf(o, false, false)
@@ -352,7 +352,7 @@ func (m *Module) rebroadcast(r *room, o *occupant) {
 		if _, own := o.sessions[rc.full]; own {
 			p = withStatus(withJID, statusSelf)
 		}
-		m.deliver(rc.full, p)
+		m.deliver(ctx, rc.full, p)
 	}
 }
 
@@ -427,7 +427,7 @@ func (m *Module) moderate(ctx context.Context, r *room, st *xmpp.Stanza, stanzaI
 		return err
 	}
 	m.log().Info("rooms: message retracted by a moderator", "room", r.name(), "id", stanzaID, "by", a.bare)
-	m.broadcast(r, notice)
+	m.broadcast(ctx, r, notice)
 	return nil
 }
 
@@ -694,7 +694,7 @@ func (m *Module) commitConfig(ctx context.Context, r *room, ch configChange, act
 	if ch.retentionChange {
 		m.audit(ctx, actorName, "room.retention", r.jid.String(), "", m.retention(ch.next).String())
 	}
-	m.broadcast(r, elem.New(elem.NSClient, "message", "type", "groupchat", "from", r.jid.String(), "id", "config-"+strconv.FormatInt(m.now().UnixNano(), 36)).Add(
+	m.broadcast(ctx, r, elem.New(elem.NSClient, "message", "type", "groupchat", "from", r.jid.String(), "id", "config-"+strconv.FormatInt(m.now().UnixNano(), 36)).Add(
 		elem.New(NSUser, "x").Add(elem.New(NSUser, "status", "code", statusConfigChange))))
 	if r.membersOnly() {
 		m.removeNonMembers(ctx, r)

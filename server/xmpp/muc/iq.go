@@ -241,7 +241,7 @@ func (m *Module) vcard(ctx context.Context, r *room, st *xmpp.Stanza, p *elem.El
 	}
 	// Occupants learn of the change through a configuration-change notice
 	// (status 104); clients then read the new avatar hash from disco#info.
-	m.broadcast(r, elem.New(elem.NSClient, "message", "type", "groupchat", "from", r.jid.String()).Add(
+	m.broadcast(ctx, r, elem.New(elem.NSClient, "message", "type", "groupchat", "from", r.jid.String()).Add(
 		elem.New(NSUser, "x").Add(elem.New(NSUser, "status", "code", statusConfigChange))))
 	return nil, nil
 }
@@ -273,7 +273,7 @@ func (m *Module) archiveQuery(ctx context.Context, r *room, st *xmpp.Stanza, p *
 	if st.Origin == nil {
 		return nil, xmpp.ErrForbidden("archive queries come from a client")
 	}
-	return mam.SendPage(p, page, flip, r.jid.String(), st.Origin, func(id uint64, err error) {
+	return mam.SendPage(ctx, p, page, flip, r.jid.String(), st.Origin, func(id uint64, err error) {
 		m.log().Error("rooms: archived message unreadable", "room", r.name(), "id", id, "err", err)
 	})
 }

@@ -100,7 +100,7 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 	}
 	out := m.reflect(r, st.El, o)
 	if !archivable(out) {
-		m.broadcast(r, out)
+		m.broadcast(ctx, r, out)
 		return
 	}
 	id := m.nextID()
@@ -138,7 +138,7 @@ func (m *Module) groupchat(ctx context.Context, r *room, st *xmpp.Stanza) {
 				Text: "the room could not store your message: the occupants got it, but it is not in the room's history or archive"})
 		}
 	}()
-	m.deliverAll(rcpts, out)
+	m.deliverAll(ctx, rcpts, out)
 }
 
 // reflect builds what the room sends for an occupant's message: from the
@@ -176,17 +176,17 @@ func archivable(el *elem.Element) bool {
 }
 
 // broadcast sends el to every joined session.
-func (m *Module) broadcast(r *room, el *elem.Element) {
+func (m *Module) broadcast(ctx context.Context, r *room, el *elem.Element) {
 	r.mu.Lock()
 	rcpts := r.recipients()
 	r.mu.Unlock()
-	m.deliverAll(rcpts, el)
+	m.deliverAll(ctx, rcpts, el)
 }
 
 // deliverAll sends el to each recipient.
-func (m *Module) deliverAll(rcpts []recipient, el *elem.Element) {
+func (m *Module) deliverAll(ctx context.Context, rcpts []recipient, el *elem.Element) {
 	for _, rc := range rcpts {
-		m.deliver(rc.full, el)
+		m.deliver(ctx, rc.full, el)
 	}
 }
 
@@ -219,7 +219,7 @@ func (m *Module) setSubject(ctx context.Context, r *room, st *xmpp.Stanza, o *oc
 		msg.Set("id", id)
 	}
 	msg.Add(elem.New(elem.NSClient, "subject").AddText(subject))
-	m.broadcast(r, msg)
+	m.broadcast(ctx, r, msg)
 }
 
 // privateMessage relays a message between two occupants (XEP-0045 7.5).
@@ -262,7 +262,7 @@ func (m *Module) privateMessage(ctx context.Context, r *room, st *xmpp.Stanza) {
 		out.Add(elem.New(NSUser, "x"))
 	}
 	for _, f := range fulls {
-		m.deliver(f, out)
+		m.deliver(ctx, f, out)
 	}
 }
 
@@ -406,6 +406,6 @@ func (m *Module) sendHistory(ctx context.Context, r *room, sess *xmpp.Session, j
 		}
 		msg.Set("to", to)
 		msg.Add(elem.New(NSDelay, "delay", "from", r.jid.String(), "stamp", rec.Time().Format(mam.StampFormat)))
-		_ = sess.Send(msg)
+		_ = sess.Send(ctx, msg)
 	}
 }

@@ -189,11 +189,11 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		return
 	}
 	for _, p := range existing {
-		_ = sess.Send(addressed(p, full))
+		_ = sess.Send(ctx, addressed(p, full))
 	}
-	_ = sess.Send(addressed(self, full))
+	_ = sess.Send(ctx, addressed(self, full))
 	m.sendHistory(ctx, r, sess, st.El, unstored)
-	_ = sess.Send(addressed(subject, full))
+	_ = sess.Send(ctx, addressed(subject, full))
 	// The others learn of the newcomer after its join is complete: in a
 	// large room, hundreds of copies would otherwise stand between the
 	// newcomer and its subject, which ends the join for its client.
@@ -205,7 +205,7 @@ func (m *Module) join(ctx context.Context, r *room, st *xmpp.Stanza, nick string
 		if nonAnon || rc.moderator {
 			p = withJID
 		}
-		m.deliver(rc.full, p)
+		m.deliver(ctx, rc.full, p)
 	}
 	if isNew {
 		m.log().Debug("rooms: joined", "room", r.name(), "nick", nick)
@@ -253,13 +253,13 @@ func (m *Module) changeNick(ctx context.Context, r *room, st *xmpp.Stanza, o *oc
 			g = withStatus(g, statusSelf)
 			b = withStatus(b, statusSelf)
 		}
-		m.deliver(rc.full, g)
-		m.deliver(rc.full, b)
+		m.deliver(ctx, rc.full, g)
+		m.deliver(ctx, rc.full, b)
 	}
 }
 
 // updatePresence relays a joined occupant's new status.
-func (m *Module) updatePresence(_ context.Context, r *room, st *xmpp.Stanza, o *occupant) {
+func (m *Module) updatePresence(ctx context.Context, r *room, st *xmpp.Stanza, o *occupant) {
 	full := st.From.String()
 	r.mu.Lock()
 	o.sessions[full] = st.El
@@ -276,14 +276,14 @@ func (m *Module) updatePresence(_ context.Context, r *room, st *xmpp.Stanza, o *
 		if rc.full == full {
 			p = withStatus(p, statusSelf)
 		}
-		m.deliver(rc.full, p)
+		m.deliver(ctx, rc.full, p)
 	}
 }
 
 // leave removes one session from a room; the occupant leaves when it was
 // their last. extra, if set, adds to the unavailable presence everyone sees
 // (a kick's reason, a destroy notice).
-func (m *Module) leave(_ context.Context, r *room, full string, pres *elem.Element, extra func(*elem.Element)) {
+func (m *Module) leave(ctx context.Context, r *room, full string, pres *elem.Element, extra func(*elem.Element)) {
 	r.mu.Lock()
 	o := r.byFull[full]
 	if o == nil {
@@ -305,7 +305,7 @@ func (m *Module) leave(_ context.Context, r *room, full string, pres *elem.Eleme
 			}
 		}
 		r.mu.Unlock()
-		m.deliver(full, selfGone)
+		m.deliver(ctx, full, selfGone)
 		return
 	}
 	delete(r.occupants, o.nick)
@@ -322,13 +322,13 @@ func (m *Module) leave(_ context.Context, r *room, full string, pres *elem.Eleme
 	}
 	rcpts := r.recipients()
 	r.mu.Unlock()
-	m.deliver(full, selfGone)
+	m.deliver(ctx, full, selfGone)
 	for _, rc := range rcpts {
 		p := withoutJID
 		if nonAnon || rc.moderator {
 			p = withJID
 		}
-		m.deliver(rc.full, p)
+		m.deliver(ctx, rc.full, p)
 	}
 }
 
@@ -358,7 +358,7 @@ func (m *Module) dropSession(ctx context.Context, st *xmpp.Stanza) {
 }
 
 // deliver sends one copy to a joined session.
-func (m *Module) deliver(full string, el *elem.Element) {
+func (m *Module) deliver(ctx context.Context, full string, el *elem.Element) {
 	j, err := jid.Parse(full)
 	if err != nil {
 		return
@@ -367,7 +367,7 @@ func (m *Module) deliver(full string, el *elem.Element) {
 		return // administration without a server: nobody is in a room
 	}
 	if s := m.h.Session(j); s != nil {
-		_ = s.Send(addressed(el, full))
+		_ = s.Send(ctx, addressed(el, full))
 	}
 }
 

@@ -105,7 +105,7 @@ func (m *Module) deliver(ctx context.Context, ev *xmpp.Event) bool {
 			m.h.Log.Error("stored offline message unreadable", "user", user, "err", err)
 			continue
 		}
-		if err := sess.Send(el); err != nil {
+		if err := sess.Send(ctx, el); err != nil {
 			// The session died: keep what was not handed over.
 			for _, rest := range msgs[i:] {
 				_ = m.h.Store.PushOffline(ctx, user, rest, 0)

@@ -127,7 +127,7 @@ func (m *Module) selfPresence(ctx context.Context, ev *xmpp.Event) bool {
 	if q != nil {
 		iq := elem.New(elem.NSClient, "iq", "type", "get", "id", q.id, "from", m.h.Domain(), "to", q.to.String())
 		iq.Add(elem.New(nsDisco, "query", "node", node+"#"+ver))
-		_ = sess.Send(iq)
+		_ = sess.Send(ctx, iq)
 	}
 	return false
 }

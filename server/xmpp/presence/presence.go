@@ -295,7 +295,7 @@ func (m *Module) self(ctx context.Context, ev *xmpp.Event) bool {
 				op := o.Presence().Copy()
 				op.Set("from", o.JID().String())
 				op.Set("to", sess.JID().String())
-				_ = sess.Send(op)
+				_ = sess.Send(ctx, op)
 			}
 		}
 	}
@@ -325,7 +325,7 @@ func (m *Module) broadcast(ctx context.Context, sess *xmpp.Session, p *elem.Elem
 			out := p.Copy()
 			out.Set("from", from)
 			out.Set("to", o.JID().String())
-			_ = o.Send(out)
+			_ = o.Send(ctx, out)
 		}
 	}
 }
@@ -347,7 +347,7 @@ func (m *Module) sendDirectedUnavailable(ctx context.Context, sess *xmpp.Session
 func (m *Module) redeliverPending(ctx context.Context, sess *xmpp.Session, items []store.RosterItem) {
 	for _, it := range items {
 		if it.PendingIn {
-			_ = sess.Send(presenceEl(it.JID, sess.Bare(), "subscribe"))
+			_ = sess.Send(ctx, presenceEl(it.JID, sess.Bare(), "subscribe"))
 		}
 	}
 }
@@ -376,9 +376,9 @@ func (m *Module) availableSessions(user string) []*xmpp.Session {
 	return out
 }
 
-func deliver(sessions []*xmpp.Session, el *elem.Element) {
+func deliver(ctx context.Context, sessions []*xmpp.Session, el *elem.Element) {
 	for _, s := range sessions {
-		_ = s.Send(el)
+		_ = s.Send(ctx, el)
 	}
 }
 
@@ -410,25 +410,25 @@ func (m *Module) inboundBare(ctx context.Context, ev *xmpp.Event) bool {
 			return true, true, nil
 		})
 		if changed {
-			deliver(m.availableSessions(user), st.El)
+			deliver(ctx, m.availableSessions(user), st.El)
 		}
 	case "unsubscribe":
 		_, changed := m.update(ctx, user, st.From, cancelFrom)
 		if changed {
-			deliver(m.availableSessions(user), st.El)
+			deliver(ctx, m.availableSessions(user), st.El)
 			// RFC 6121 3.3.3: the former subscriber sees us go offline.
 			m.sendUnavailable(ctx, user, st.From.Bare().String())
 		}
 	case "unsubscribed":
 		_, changed := m.update(ctx, user, st.From, cancelTo)
 		if changed {
-			deliver(m.availableSessions(user), st.El)
+			deliver(ctx, m.availableSessions(user), st.El)
 		}
 	case "probe":
 		m.answerProbe(ctx, st)
 	default:
 		// Available, unavailable and error presence go to every resource.
-		deliver(m.availableSessions(user), st.El)
+		deliver(ctx, m.availableSessions(user), st.El)
 	}
 	return true
 }
@@ -473,7 +473,7 @@ func (m *Module) inboundSubscribe(ctx context.Context, st *xmpp.Stanza) {
 	})
 	out := presenceEl(contact.String(), st.To.String(), "subscribe")
 	out.Children = append(out.Children, st.El.Children...)
-	deliver(m.availableSessions(user), out)
+	deliver(ctx, m.availableSessions(user), out)
 }
 
 func (m *Module) pendingCount(ctx context.Context, user string) int {
@@ -518,7 +518,7 @@ func (m *Module) inboundFull(ctx context.Context, ev *xmpp.Event) bool {
 		return m.inboundBare(ctx, &xmpp.Event{Stanza: &bare})
 	}
 	if s := m.h.Session(st.To); s != nil {
-		_ = s.Send(st.El)
+		_ = s.Send(ctx, st.El)
 	}
 	return true
 }

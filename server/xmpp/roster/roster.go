@@ -210,16 +210,16 @@ func (m *Module) Push(ctx context.Context, user string, ver uint64, it store.Ros
 	} else {
 		q.Add(ItemElement(it))
 	}
-	m.pushQuery(user, q)
+	m.pushQuery(ctx, user, q)
 }
 
-func (m *Module) pushQuery(user string, q *elem.Element) {
+func (m *Module) pushQuery(ctx context.Context, user string, q *elem.Element) {
 	for _, s := range m.h.Sessions(user) {
 		if v, _ := s.Value(interestedKey{}).(bool); !v {
 			continue
 		}
 		iq := elem.New(elem.NSClient, "iq", "type", "set", "id", "push"+strconv.FormatUint(pushID(), 36), "to", s.JID().String())
-		_ = s.Send(iq.Add(q.Copy()))
+		_ = s.Send(ctx, iq.Add(q.Copy()))
 	}
 }
 
@@ -229,6 +229,6 @@ func (m *Module) onPush(ctx context.Context, ev *xmpp.Event) bool {
 	if ev.Stanza == nil || ev.Stanza.El == nil {
 		return false
 	}
-	m.pushQuery(ev.Stanza.To.Localpart(), ev.Stanza.El)
+	m.pushQuery(ctx, ev.Stanza.To.Localpart(), ev.Stanza.El)
 	return true
 }

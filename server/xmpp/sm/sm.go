@@ -187,19 +187,19 @@ func (m *Module) nonza(ctx context.Context, ev *xmpp.Event) bool {
 	switch el.Name.Local {
 	case "enable":
 		if st != nil {
-			_ = s.Send(failed("unexpected-request", nil))
+			_ = s.Send(ctx, failed("unexpected-request", nil))
 			return true
 		}
-		m.enable(s, el)
+		m.enable(ctx, s, el)
 	case "r":
 		if st == nil {
-			_ = s.Send(failed("unexpected-request", nil))
+			_ = s.Send(ctx, failed("unexpected-request", nil))
 			return true
 		}
 		st.mu.Lock()
 		a := elem.New(NS, "a", "h", fmtH(st.h))
 		st.ackOwed = len(st.pending) > 0
-		_ = s.Send(a)
+		_ = s.Send(ctx, a)
 		st.mu.Unlock()
 	case "a":
 		if st == nil {
@@ -217,14 +217,14 @@ func (m *Module) nonza(ctx context.Context, ev *xmpp.Event) bool {
 			s.Close(err)
 		}
 	case "resume":
-		_ = s.Send(failed("unexpected-request", nil))
+		_ = s.Send(ctx, failed("unexpected-request", nil))
 	default:
 		return false
 	}
 	return true
 }
 
-func (m *Module) enable(s *xmpp.Session, el *elem.Element) {
+func (m *Module) enable(ctx context.Context, s *xmpp.Session, el *elem.Element) {
 	st := &state{user: s.Localpart(), cur: s}
 	resume := el.Get("resume") == "true" || el.Get("resume") == "1"
 	enabled := elem.New(NS, "enabled")
@@ -241,7 +241,7 @@ func (m *Module) enable(s *xmpp.Session, el *elem.Element) {
 	// for the lock until <enabled/> is queued ahead of its stanza.
 	st.mu.Lock()
 	s.SetValue(stateKey{}, st)
-	_ = s.Send(enabled)
+	_ = s.Send(ctx, enabled)
 	st.mu.Unlock()
 }
 
@@ -275,7 +275,7 @@ func (st *state) dropAcked(n int) {
 // filter counts and keeps every stanza sent to a session with stream
 // management, writing it under the state's lock so that the queue's order
 // is the order on the wire.
-func (m *Module) filter(s *xmpp.Session, el *elem.Element) bool {
+func (m *Module) filter(ctx context.Context, s *xmpp.Session, el *elem.Element) bool {
 	st := stateOf(s)
 	if st == nil || el.Name.Space != elem.NSClient {
 		return true
@@ -296,18 +296,18 @@ func (m *Module) filter(s *xmpp.Session, el *elem.Element) bool {
 		}
 		return false
 	}
-	_ = st.cur.SendAfter(Stage, el)
+	_ = st.cur.SendAfter(ctx, Stage, el)
 	st.sinceRequest++
 	switch {
 	case st.sinceRequest >= requestEvery:
-		st.request()
+		st.request(ctx)
 	case st.requestTimer == nil:
 		st.requestTimer = time.AfterFunc(requestAfter, func() {
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			st.requestTimer = nil
 			if len(st.queue) > 0 && !st.hibernated && !st.ended {
-				st.request()
+				st.request(ctx)
 			}
 		})
 	}
@@ -315,13 +315,13 @@ func (m *Module) filter(s *xmpp.Session, el *elem.Element) bool {
 }
 
 // request asks the client for an ack; st.mu is held.
-func (st *state) request() {
+func (st *state) request(ctx context.Context) {
 	st.sinceRequest = 0
 	if st.requestTimer != nil {
 		st.requestTimer.Stop()
 		st.requestTimer = nil
 	}
-	_ = st.cur.SendAfter(Stage, elem.New(NS, "r"))
+	_ = st.cur.SendAfter(ctx, Stage, elem.New(NS, "r"))
 }
 
 // handled counts an inbound stanza once it is durable.
@@ -349,14 +349,14 @@ func (m *Module) handled(_ context.Context, ev *xmpp.Event) bool {
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			in.done, in.err = true, err
-			m.advance(st)
+			m.advance(context.Background(), st) // the reader has moved on: write the ack now
 		}()
 	}
 	return false
 }
 
 // advance counts the durable prefix of pending stanzas; st.mu is held.
-func (m *Module) advance(st *state) {
+func (m *Module) advance(ctx context.Context, st *state) {
 	moved := false
 	for len(st.pending) > 0 && st.pending[0].done && !st.failed {
 		if err := st.pending[0].err; err != nil {
@@ -377,7 +377,7 @@ func (m *Module) advance(st *state) {
 	if moved && st.ackOwed && !st.hibernated && !st.ended {
 		// The client asked while these were pending: tell it unasked.
 		st.ackOwed = len(st.pending) > 0
-		_ = st.cur.SendAfter(Stage, elem.New(NS, "a", "h", fmtH(st.h)))
+		_ = st.cur.SendAfter(ctx, Stage, elem.New(NS, "a", "h", fmtH(st.h)))
 	}
 }
 
@@ -571,7 +571,7 @@ func (m *Module) Resume(_ context.Context, localpart string, el *elem.Element) (
 
 // Resumed implements xmpp.Resumer: the new connection carries the session;
 // it gets <resumed/>, then what the client had not acked, in order.
-func (m *Module) Resumed(_ context.Context, old, s *xmpp.Session) {
+func (m *Module) Resumed(ctx context.Context, old, s *xmpp.Session) {
 	st := stateOf(s)
 	if st == nil {
 		return
@@ -580,14 +580,14 @@ func (m *Module) Resumed(_ context.Context, old, s *xmpp.Session) {
 	defer st.mu.Unlock()
 	_ = st.ack(st.resumeH) // checked in Resume
 	st.cur = s
-	_ = s.SendAfter(Stage, elem.New(NS, "resumed", "previd", st.id, "h", fmtH(st.h)))
+	_ = s.SendAfter(ctx, Stage, elem.New(NS, "resumed", "previd", st.id, "h", fmtH(st.h)))
 	for _, el := range st.queue {
-		_ = s.SendAfter(Stage, el)
+		_ = s.SendAfter(ctx, Stage, el)
 	}
 	st.hibernated, st.resuming = false, false
 	st.sinceRequest = len(st.queue)
 	if len(st.queue) > 0 {
-		st.request()
+		st.request(ctx)
 	}
 	m.h.Log.Debug("stream management: resumed", "jid", s.JID().String(), "resent", len(st.queue))
 }

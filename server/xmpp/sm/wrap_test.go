@@ -1,6 +1,7 @@
 package sm
 
 import (
+	"context"
 	"testing"
 
 	"github.com/merveilles/hearth/server/xmpp/elem"
@@ -45,7 +46,7 @@ func TestAckAcrossWrap(t *testing.T) {
 	// Inbound h wraps too.
 	st.h = 0xFFFFFFFF
 	st.pending = []*inbound{{done: true}, {done: true}}
-	(&Module{}).advance(st)
+	(&Module{}).advance(context.Background(), st)
 	if st.h != 1 {
 		t.Fatalf("inbound h = %d, want 1", st.h)
 	}
