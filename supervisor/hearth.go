@@ -227,7 +227,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			Service{Name: "admin", Run: i.runAdmin},
 			Service{Name: "memory", Run: memoryTrimmer{
 				every: 2 * time.Second, quietTicks: 3, quietBytes: 1 << 20, minGain: 8 << 20,
-				release: releaseExecutablePages, log: i.log,
+				release: releaseFilePages, log: i.log,
 			}.run},
 			Service{Name: "retention", Run: retention.Daily(&i.cur, i.log)},
 			Service{Name: "watchdog", Run: watchdog{notify: i.notify, probe: i.probe, log: i.log}.run},

@@ -19,13 +19,13 @@ import (
 // under steady load the normal pacing is untouched.
 //
 // At the same moments, and once shortly after start-up, it drops the
-// mappings of executable pages nothing is using (releaseExecutablePages).
+// mappings of executable pages nothing is using (releaseFilePages).
 type memoryTrimmer struct {
 	every      time.Duration
 	quietBytes uint64                // allocation per interval below which we call it quiet
 	minGain    uint64                // do not bother for less than this
 	quietTicks int                   // intervals of quiet before trimming
-	release    func() (int64, error) // releaseExecutablePages outside tests
+	release    func() (int64, error) // releaseFilePages outside tests
 	log        *slog.Logger
 }
 
@@ -53,7 +53,7 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 	}
 	lastAllocs, _, _ := read()
 	trimmed := true // nothing to give back at start
-	codeReleased := false
+	pagesReleased := false
 	quiet := 0
 	t := time.NewTicker(m.every)
 	defer t.Stop()
@@ -66,14 +66,14 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 		// The listeners are open well within the first interval; the
 		// init and start-up code that ran before then is not needed again.
 		if first {
-			m.releaseCode()
-			codeReleased = true
+			m.releasePages()
+			pagesReleased = true
 		}
 		allocs, objects, idle := read()
 		delta := allocs - lastAllocs
 		lastAllocs = allocs
 		if delta >= m.quietBytes {
-			trimmed, codeReleased, quiet = false, false, 0 // a burst: trim once it is over
+			trimmed, pagesReleased, quiet = false, false, 0 // a burst: trim once it is over
 			continue
 		}
 		// Quiet for a few intervals in a row: sessions that just went idle
@@ -82,29 +82,30 @@ func (m memoryTrimmer) run(ctx context.Context) error {
 		if quiet++; quiet < m.quietTicks {
 			continue
 		}
-		if !codeReleased {
-			m.releaseCode()
-			codeReleased = true
-		}
 		// objects includes garbage not yet collected; what a collection
 		// frees is unknown until it runs, so judge by heap size overall.
-		if trimmed || objects+idle < m.minGain {
-			continue
+		if !trimmed && objects+idle >= m.minGain {
+			start := time.Now()
+			debug.FreeOSMemory()
+			_, after, _ := read()
+			m.log.Debug("returned memory to the OS after a burst", "heap_before", objects, "heap_after", after, "took", time.Since(start))
 		}
-		start := time.Now()
-		debug.FreeOSMemory()
 		trimmed = true
-		_, after, _ := read()
-		m.log.Debug("returned memory to the OS after a burst", "heap_before", objects, "heap_after", after, "took", time.Since(start))
+		// After the collection: it walks every goroutine's stack through
+		// the binary's tables and would fault them straight back in.
+		if !pagesReleased {
+			m.releasePages()
+			pagesReleased = true
+		}
 	}
 }
 
-func (m memoryTrimmer) releaseCode() {
+func (m memoryTrimmer) releasePages() {
 	n, err := m.release()
 	if err != nil {
 		// Only RSS accounting is at stake; say so once per attempt.
-		m.log.Debug("could not release executable pages", "err", err)
+		m.log.Debug("could not release file pages", "err", err)
 		return
 	}
-	m.log.Debug("released executable pages", "mapped_bytes", n)
+	m.log.Debug("released read-only file pages", "mapped_bytes", n)
 }
