@@ -96,7 +96,8 @@ type Auth struct {
 	FailuresPerIP int `yaml:"failures_per_ip"`
 	// FailuresPerAccount is how many failed logins against one account, from
 	// one address, are allowed in FailureWindow. Other addresses (the real
-	// user) are not affected.
+	// user) are not affected. Ten times as many from all addresses together
+	// slow down the addresses the account has not logged in from.
 	FailuresPerAccount int      `yaml:"failures_per_account"`
 	FailureWindow      Duration `yaml:"failure_window"`
 }

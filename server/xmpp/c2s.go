@@ -616,13 +616,6 @@ func (c *conn) authenticate(ctx context.Context) error {
 		var throttled errThrottled
 		if !errors.As(err, &throttled) && !errors.Is(err, sasl.ErrAccountDisabled) && !errors.Is(err, errAborted) {
 			throttle.Fail(c.ip, user)
-			if d := throttle.FailureDelay(user); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
 		}
 		cond, text := "not-authorized", ""
 		switch {
@@ -647,10 +640,17 @@ func (c *conn) authenticate(ctx context.Context) error {
 	}
 }
 
-type errThrottled time.Duration
+type errThrottled struct {
+	wait        time.Duration
+	accountWide bool
+}
 
 func (e errThrottled) Error() string {
-	return fmt.Sprintf("too many failed logins for this account from your address; try again in %d seconds", int(time.Duration(e).Seconds())+1)
+	secs := int(e.wait.Seconds()) + 1
+	if e.accountWide {
+		return fmt.Sprintf("too many failed logins for this account from many addresses; try again in %d seconds, or from an address you have logged in from before", secs)
+	}
+	return fmt.Sprintf("too many failed logins for this account from your address; try again in %d seconds", secs)
 }
 
 func decodeSASL(e *elem.Element) ([]byte, error) {
@@ -668,8 +668,8 @@ func (c *conn) saslExchange(ctx context.Context, auth *elem.Element) (string, er
 	// Per-account throttling runs once the name is known and before any
 	// password work, so a throttled guess costs nothing and tells nothing.
 	gate := func(user string) error {
-		if wait := c.srv.throttle.CheckAccount(c.ip, user); wait > 0 {
-			return errThrottled(wait)
+		if wait, accountWide := c.srv.throttle.CheckAccount(c.ip, user); wait > 0 {
+			return errThrottled{wait: wait, accountWide: accountWide}
 		}
 		return nil
 	}

@@ -6,11 +6,17 @@ import (
 	"time"
 )
 
-// authThrottle slows down password guessing without ever locking the real
-// user out: limits apply per address and per (address, account) pair, so
+// authThrottle slows down password guessing without locking the real user
+// out: limits apply per address and per (address, account) pair, so
 // someone guessing from one address does not stop the owner logging in
-// from another. Failures spread over many addresses against one account
-// only make failed attempts slower to answer, never successful ones.
+// from another.
+//
+// Guesses spread over many addresses (one or two from each) pass those
+// limits, so an account also has a limit of its own, accountWideFactor
+// times the per-address one; past it, addresses the account has not
+// logged in from lately may make one guess per backoff interval between
+// them all. The addresses it has logged in from (its owner's phone,
+// laptop, home) are never held back by it.
 type authThrottle struct {
 	perIP      int
 	perAccount int
@@ -20,8 +26,22 @@ type authThrottle struct {
 	byIP      map[string]*failures
 	byPair    map[string]*failures
 	byUser    map[string]*failures
+	known     map[string]map[string]time.Time // account → address → last login
 	lastPrune time.Time
 }
+
+// accountWideFactor times the per-(address, account) limit is how many
+// failures an account takes from all addresses together within the window
+// before unknown addresses are slowed down.
+const accountWideFactor = 10
+
+// knownAddressTTL is how long an address the account logged in from stays
+// exempt from the account-wide limit; maxKnownAddresses bounds them per
+// account (the oldest goes).
+const (
+	knownAddressTTL   = 30 * 24 * time.Hour
+	maxKnownAddresses = 16
+)
 
 type failures struct {
 	count int
@@ -35,6 +55,7 @@ func newAuthThrottle(perIP, perAccount int, window time.Duration) *authThrottle 
 	return &authThrottle{
 		perIP: perIP, perAccount: perAccount, window: window,
 		byIP: map[string]*failures{}, byPair: map[string]*failures{}, byUser: map[string]*failures{},
+		known: map[string]map[string]time.Time{},
 	}
 }
 
@@ -93,24 +114,20 @@ func (t *authThrottle) CheckIP(ip string) time.Duration {
 }
 
 // CheckAccount returns how long this address must wait before trying this
-// account again.
-func (t *authThrottle) CheckAccount(ip, user string) time.Duration {
+// account again, and whether the wait is the account-wide one (many
+// addresses failed) rather than this address's own.
+func (t *authThrottle) CheckAccount(ip, user string) (wait time.Duration, accountWide bool) {
 	ip = addrKey(ip)
+	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.wait(t.byPair[ip+"\x00"+user], t.perAccount, time.Now())
-}
-
-// FailureDelay is how long to hold back a failure answer for an account
-// under a distributed attack.
-func (t *authThrottle) FailureDelay(user string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.byUser[user]
-	if f == nil || f.count < 10*t.perAccount || time.Since(f.first) > t.window {
-		return 0
+	if w := t.wait(t.byPair[ip+"\x00"+user], t.perAccount, now); w > 0 {
+		return w, false
 	}
-	return time.Second
+	if last, ok := t.known[user][ip]; ok && now.Sub(last) < knownAddressTTL {
+		return 0, false
+	}
+	return t.wait(t.byUser[user], accountWideFactor*t.perAccount, now), true
 }
 
 // Fail records a failed attempt.
@@ -127,12 +144,32 @@ func (t *authThrottle) Fail(ip, user string) {
 	}
 }
 
-// Succeed forgets this address's failures for the account.
+// Succeed forgets this address's failures for the account and remembers
+// the address as one the account's owner uses.
 func (t *authThrottle) Succeed(ip, user string) {
 	ip = addrKey(ip)
+	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.byPair, ip+"\x00"+user)
+	addrs := t.known[user]
+	if addrs == nil {
+		if len(t.known) >= maxThrottleEntries {
+			return
+		}
+		addrs = map[string]time.Time{}
+		t.known[user] = addrs
+	}
+	if _, ok := addrs[ip]; !ok && len(addrs) >= maxKnownAddresses {
+		oldest, when := "", now
+		for a, at := range addrs {
+			if at.Before(when) {
+				oldest, when = a, at
+			}
+		}
+		delete(addrs, oldest)
+	}
+	addrs[ip] = now
 }
 
 func (t *authThrottle) bump(m map[string]*failures, key string, now time.Time) {
@@ -158,6 +195,16 @@ func (t *authThrottle) pruneLocked(now time.Time) {
 			if now.Sub(f.first) > t.window && now.Sub(f.last) > time.Minute {
 				delete(m, k)
 			}
+		}
+	}
+	for user, addrs := range t.known {
+		for a, at := range addrs {
+			if now.Sub(at) > knownAddressTTL {
+				delete(addrs, a)
+			}
+		}
+		if len(addrs) == 0 {
+			delete(t.known, user)
 		}
 	}
 }
