@@ -237,9 +237,14 @@ func (s *Session) write(batch *outBatch, el *elem.Element) error {
 		s.mu.Unlock()
 		return nil
 	}
+	if s.deferred && !s.flushing && !s.held {
+		// Another reader's batch holds this session's flush: start it
+		// now rather than wait for that batch to end.
+		s.flushing = true
+		go s.flush()
+	}
 	if batch != nil {
-		// The wait may be long: what the batch holds (perhaps this
-		// session's own output) must not wait with it.
+		// The wait may be long: what the batch holds must not wait with it.
 		s.mu.Unlock()
 		batch.release()
 		s.mu.Lock()
