@@ -31,6 +31,12 @@ type outBatch struct {
 // when the server is busiest.
 const maxBatchHold = 5 * time.Millisecond
 
+// maxBatchSessions bounds the sessions one batch defers. A room message
+// gives one copy to each of hundreds of occupants: nothing there to
+// gather, and deferring them all would hold every copy until the last is
+// queued instead of letting the flushes run beside the loop.
+const maxBatchSessions = 16
+
 type outBatchKey struct{}
 
 func withOutBatch(ctx context.Context) (context.Context, *outBatch) {
@@ -62,7 +68,7 @@ func (b *outBatch) add(s *Session) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.open {
+	if !b.open || len(b.sessions) >= maxBatchSessions {
 		return false
 	}
 	b.sessions = append(b.sessions, s)

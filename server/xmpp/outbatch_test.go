@@ -107,3 +107,27 @@ func TestOutputBatchWritesOnceWhenReleased(t *testing.T) {
 	}
 	batch.release()
 }
+
+// A broadcast (a room message to many occupants) defers only the first
+// few sessions; the others are written at once.
+func TestOutputBatchDefersOnlyAFewSessions(t *testing.T) {
+	lim := config.Default("localhost").Limits
+	ctx, batch := withOutBatch(context.Background())
+	batch.begin()
+	outs := make([]<-chan string, maxBatchSessions+4)
+	for i := range outs {
+		s, client := pipeSession(t, lim)
+		outs[i] = chunks(client)
+		if err := s.Send(ctx, elem.New(elem.NSClient, "message", "id", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := maxBatchSessions; i < len(outs); i++ {
+		next(t, outs[i], fmt.Sprintf("session %d, past the batch's bound", i))
+	}
+	expectNothing(t, outs[0], "first session, in the open batch")
+	batch.release()
+	for i := range maxBatchSessions {
+		next(t, outs[i], fmt.Sprintf("session %d after the release", i))
+	}
+}
