@@ -31,10 +31,10 @@ type outBatch struct {
 // when the server is busiest.
 const maxBatchHold = 5 * time.Millisecond
 
-// maxBatchSessions bounds the sessions one batch defers. A room message
-// gives one copy to each of hundreds of occupants: nothing there to
-// gather, and deferring them all would hold every copy until the last is
-// queued instead of letting the flushes run beside the loop.
+// maxBatchSessions bounds the sessions one batch defers. Past it the
+// batch is let go at once: a room message gives one copy to each of
+// hundreds of occupants, there is nothing to gather, and the copies
+// deferred last would be written last.
 const maxBatchSessions = 16
 
 type outBatchKey struct{}
@@ -61,18 +61,24 @@ func (b *outBatch) begin() {
 
 // add defers s's flush to the end of the batch. It reports false when the
 // batch is not open (a goroutine that kept the reader's context, or the
-// reader about to block): the caller flushes at once.
-func (b *outBatch) add(s *Session) bool {
+// reader about to block): the caller flushes at once. full reports that
+// the batch just reached maxBatchSessions and closed: the caller must
+// release it once it holds no session lock.
+func (b *outBatch) add(s *Session) (deferred, full bool) {
 	if b == nil {
-		return false
+		return false, false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.open || len(b.sessions) >= maxBatchSessions {
-		return false
+	if !b.open {
+		return false, false
+	}
+	if len(b.sessions) >= maxBatchSessions {
+		b.open = false
+		return false, true
 	}
 	b.sessions = append(b.sessions, s)
-	return true
+	return true, false
 }
 
 // hold counts a rate-limit wait of d and reports whether the batch should

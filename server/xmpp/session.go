@@ -225,8 +225,13 @@ func (s *Session) write(batch *outBatch, el *elem.Element) error {
 		return ErrSlowReader
 	}
 	small := n <= s.limits.MaxOutputBytes/4
+	full := false
 	if !s.flushing && !s.held && !s.deferred {
-		if small && batch != nil && batch.add(s) {
+		var deferred bool
+		if small {
+			deferred, full = batch.add(s)
+		}
+		if deferred {
 			s.deferred = true
 		} else {
 			s.flushing = true
@@ -235,6 +240,9 @@ func (s *Session) write(batch *outBatch, el *elem.Element) error {
 	}
 	if small {
 		s.mu.Unlock()
+		if full {
+			batch.release()
+		}
 		return nil
 	}
 	if s.deferred && !s.flushing && !s.held {
