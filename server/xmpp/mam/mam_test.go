@@ -633,10 +633,18 @@ func TestQueueBoundSlowsSenders(t *testing.T) {
 			sent.Add(1)
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
-	// Each message queues one record of a little over 1 MiB (bob's
+	// Wait until the sender stops making progress (slow under -race), then
+	// count. Each message queues one record of a little over 1 MiB (bob's
 	// archive: the sender's side is archived on the way out, which this
 	// event skips), so the eighth passes the bound of 8 MiB and waits.
+	for last, deadline := int32(-1), time.Now().Add(10*time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		n := sent.Load()
+		if n == last {
+			break
+		}
+		last = n
+	}
 	if n := sent.Load(); n != 7 {
 		t.Fatalf("%d messages of 1 MiB were queued while the disk was stalled", n)
 	}
