@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/sasl"
 
+	"github.com/merveilles/hearth/internal/devinstance"
 	"github.com/merveilles/hearth/server/servertest"
 	"github.com/merveilles/hearth/server/xmpp/elem"
 )
@@ -64,17 +65,17 @@ var checks = []check{
 }
 
 func TestCompliance(t *testing.T) {
-	bin := build(t)
+	bin := devinstance.Build(t)
 	data := filepath.Join(t.TempDir(), "data")
-	c2s, direct := port(t), port(t)
-	start(t, bin, data, c2s, direct)
+	// E2EE off: the checks exchange plaintext messages.
+	in := devinstance.Start(t, bin, devinstance.Options{Data: data, Args: []string{"--e2ee", "off"}})
 	e := &env{
 		srv: &servertest.Server{
-			Addr:       fmt.Sprintf("127.0.0.1:%d", c2s),
-			DirectAddr: fmt.Sprintf("127.0.0.1:%d", direct),
+			Addr:       fmt.Sprintf("127.0.0.1:%d", in.C2S),
+			DirectAddr: fmt.Sprintf("127.0.0.1:%d", in.TLS),
 		},
-		alice: addUser(t, bin, data, "alice"),
-		bob:   addUser(t, bin, data, "bob"),
+		alice: devinstance.AddUser(t, nil, bin, data, "alice@localhost", ""),
+		bob:   devinstance.AddUser(t, nil, bin, data, "bob@localhost", ""),
 	}
 
 	var table strings.Builder

@@ -6,21 +6,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/merveilles/hearth/internal/devinstance"
 )
 
 const domain = "localhost"
@@ -37,16 +33,16 @@ var (
 
 func TestSlixmpp(t *testing.T) {
 	python := pythonWithSlixmpp(t)
-	bin := buildHearth(t)
+	bin := devinstance.Build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 
 	// The first start creates the instance (database, certificate, admin
 	// account); it must then stop cleanly on SIGTERM.
-	c2s, direct := freePort(t), freePort(t)
+	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
 	first := startHearth(t, bin, data, c2s, direct)
-	if err := first.stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
+	if err := first.Stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
 	}
 
 	passwords := make(map[string]string)
@@ -76,7 +72,7 @@ func TestSlixmpp(t *testing.T) {
 	runErr := cmd.Run()
 	if runErr != nil {
 		t.Errorf("slixmpp scenarios failed (%v):\n%s", runErr, out.String())
-		t.Logf("server log (last lines):\n%s", srv.logTail(150))
+		t.Logf("server log (last lines):\n%s", srv.LogTail(150))
 	} else if !testing.Verbose() {
 		t.Logf("slixmpp scenarios:\n%s", out.String())
 	}
@@ -94,13 +90,13 @@ func TestSlixmpp(t *testing.T) {
 func TestSlixmppE2EE(t *testing.T) {
 	python := pythonWithSlixmpp(t)
 	requirePythonModules(t, python, "omemo", "oldmemo.etree", "twomemo.etree")
-	bin := buildHearth(t)
+	bin := devinstance.Build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	c2s, direct := freePort(t), freePort(t)
+	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
 	first := startHearthArgs(t, bin, data, c2s, direct)
-	if err := first.stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
+	if err := first.Stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
 	}
 	passwords := make(map[string]string)
 	for _, u := range []string{"alice", "bob"} {
@@ -115,11 +111,11 @@ func TestSlixmppE2EE(t *testing.T) {
 	out, err := exec.CommandContext(ctx, python, args...).CombinedOutput()
 	if err != nil {
 		t.Errorf("slixmpp E2EE scenarios failed (%v):\n%s", err, out)
-		t.Logf("server log (last lines):\n%s", srv.logTail(100))
+		t.Logf("server log (last lines):\n%s", srv.LogTail(100))
 	} else {
 		t.Logf("slixmpp E2EE scenarios:\n%s", out)
 	}
-	if err := srv.stop(); err != nil {
+	if err := srv.Stop(); err != nil {
 		t.Errorf("stopping hearth dev: %v", err)
 	}
 	checkNoPlaintextAtRest(t, filepath.Join(data, "hearth.db"), recordFile)
@@ -183,7 +179,7 @@ func requirePythonModules(t *testing.T, python string, modules ...string) {
 // watchShutdown runs the suite's --watch-shutdown mode: a client logs in
 // and prints READY; then the server gets SIGTERM and the client reports
 // how its stream ended.
-func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python string, args []string) {
+func watchShutdown(ctx context.Context, t *testing.T, srv *devinstance.Instance, python string, args []string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, python, args...)
 	var stderr bytes.Buffer
@@ -213,7 +209,7 @@ func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python st
 	case <-done:
 	case <-time.After(30 * time.Second):
 	}
-	stopErr := srv.stop()
+	stopErr := srv.Stop()
 	<-done
 	waitErr := cmd.Wait()
 	out := strings.Join(lines, "\n") + "\n" + stderr.String()
@@ -223,7 +219,7 @@ func watchShutdown(ctx context.Context, t *testing.T, srv *hearthProc, python st
 		t.Logf("%s", strings.TrimSpace(out))
 	}
 	if stopErr != nil {
-		t.Errorf("stopping hearth dev: %v\nserver log (last lines):\n%s", stopErr, srv.logTail(60))
+		t.Errorf("stopping hearth dev: %v\nserver log (last lines):\n%s", stopErr, srv.LogTail(60))
 	}
 }
 
@@ -243,53 +239,6 @@ func pythonWithSlixmpp(t *testing.T) string {
 	}
 	t.Logf("slixmpp %s (%s)", strings.TrimSpace(string(out)), py)
 	return py
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
-// buildHearth builds cmd/hearth from this checkout into a temporary dir.
-func buildHearth(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "hearth")
-	cmd := exec.Command(goTool(), "build", "-o", bin, "../cmd/hearth")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/hearth: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// addUser creates localpart@domain with a random password through
-// "hearth admin", which uses the daemon's socket when it runs and the
-// store directly otherwise.
-func addUser(t *testing.T, bin, data, localpart string) string {
-	t.Helper()
-	return addUserRole(t, bin, data, localpart, "")
-}
-
-// addUserRole is addUser with a server role ("hearth admin user add
-// --role"); "" leaves the default.
-func addUserRole(t *testing.T, bin, data, localpart, role string) string {
-	t.Helper()
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	pw := "pw-" + hex.EncodeToString(b)
-	args := []string{"admin", "--data", data, "user", "add", localpart + "@" + domain, "--password-stdin"}
-	if role != "" {
-		args = append(args, "--role", role)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdin = strings.NewReader(pw + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("hearth admin user add %s %s: %v\n%s", localpart, role, err, out)
-	}
-	return pw
 }
 
 // writeAccounts writes the "localpart password" lines the Python suites
@@ -322,125 +271,33 @@ func suiteArgs(script, data string, c2s, direct int, accountsFile string, extra 
 	return append(args, extra...)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type hearthProc struct {
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-	waitErr error
-	stopped bool
-}
-
-// startHearth runs "hearth dev --e2ee off" and waits until both ports
-// accept connections. The main scenarios exchange plaintext 1:1 messages,
-// which the default E2EE policy (required) would bounce; extra flags come
-// last and so override (a later Go flag wins). It is stopped (by its PID)
-// at the end of the test at the latest.
-func startHearth(t *testing.T, bin, data string, c2s, direct int, extra ...string) *hearthProc {
+// startHearth runs hearth dev with E2EE off (the main scenarios exchange
+// plaintext 1:1 messages, which the default policy would bounce); extra
+// flags come last and so override.
+func startHearth(t *testing.T, bin, data string, c2s, direct int, extra ...string) *devinstance.Instance {
 	t.Helper()
 	return startHearthArgs(t, bin, data, c2s, direct, append([]string{"--e2ee", "off"}, extra...)...)
 }
 
 // startHearthArgs is startHearth with hearth dev's defaults (E2EE
-// required) and extra flags.
-func startHearthArgs(t *testing.T, bin, data string, c2s, direct int, extra ...string) *hearthProc {
+// required) and extra flags; HEARTH_INTEROP_DEBUG turns on debug logs.
+func startHearthArgs(t *testing.T, bin, data string, c2s, direct int, extra ...string) *devinstance.Instance {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "hearth.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	level := "info"
 	if os.Getenv("HEARTH_INTEROP_DEBUG") != "" {
 		level = "debug"
 	}
-	args := []string{"dev", "--data", data, "--bind", "127.0.0.1",
-		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(direct),
-		"--http-port", strconv.Itoa(freePort(t)), "--log-level", level}
-	cmd := exec.Command(bin, append(args, extra...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start hearth dev: %v", err)
-	}
-	p := &hearthProc{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { _ = p.stop() })
-
-	deadline := time.Now().Add(30 * time.Second)
-	for _, port := range []int{c2s, direct} {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-p.exited:
-				t.Fatalf("hearth dev exited before listening (%v):\n%s", p.waitErr, p.logTail(60))
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("hearth dev does not listen on %s after 30s:\n%s", addr, p.logTail(60))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	t.Logf("hearth dev running as PID %d on 127.0.0.1:%d (STARTTLS) and :%d (direct TLS)", cmd.Process.Pid, c2s, direct)
-	return p
+	return devinstance.Start(t, bin, devinstance.Options{Data: data, C2S: c2s, TLS: direct, Args: extra, LogLevel: level})
 }
 
-// stop sends SIGTERM to the daemon and waits for a clean exit (status 0);
-// after 15 s it kills it.
-func (p *hearthProc) stop() error {
-	if p.stopped {
-		return nil
-	}
-	p.stopped = true
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal PID %d: %w", p.cmd.Process.Pid, err)
-	}
-	select {
-	case <-p.exited:
-		if p.waitErr != nil {
-			return fmt.Errorf("hearth dev exited with %v after SIGTERM", p.waitErr)
-		}
-		return nil
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("hearth dev (PID %d) did not exit within 15s of SIGTERM; killed", p.cmd.Process.Pid)
-	}
+// addUser creates localpart@domain with a random password; addUserRole
+// also gives it a server role.
+func addUser(t *testing.T, bin, data, localpart string) string {
+	t.Helper()
+	return devinstance.AddUser(t, nil, bin, data, localpart+"@"+domain, "")
 }
 
-func (p *hearthProc) logTail(n int) string {
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
+func addUserRole(t *testing.T, bin, data, localpart, role string) string {
+	t.Helper()
+	return devinstance.AddUser(t, nil, bin, data, localpart+"@"+domain, role)
 }

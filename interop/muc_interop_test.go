@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/merveilles/hearth/internal/devinstance"
 )
 
 // mucMembers are the ordinary accounts slixmpp_muc.py uses; mucChatAdmin
@@ -26,13 +28,13 @@ var (
 // chat admin says otherwise.
 func TestSlixmppMUC(t *testing.T) {
 	python := pythonWithSlixmpp(t)
-	bin := buildHearth(t)
+	bin := devinstance.Build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	c2s, direct := freePort(t), freePort(t)
+	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
 	first := startHearthArgs(t, bin, data, c2s, direct)
-	if err := first.stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.logTail(60))
+	if err := first.Stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
 	}
 	passwords := make(map[string]string)
 	for _, u := range mucMembers {
@@ -50,7 +52,7 @@ func TestSlixmppMUC(t *testing.T) {
 	out, err := exec.CommandContext(ctx, python, args...).CombinedOutput()
 	if err != nil {
 		t.Errorf("slixmpp MUC scenarios failed (%v):\n%s", err, out)
-		t.Logf("server log (last lines):\n%s", srv.logTail(100))
+		t.Logf("server log (last lines):\n%s", srv.LogTail(100))
 	} else {
 		t.Logf("slixmpp MUC scenarios:\n%s", out)
 	}
@@ -59,7 +61,7 @@ func TestSlixmppMUC(t *testing.T) {
 	if err == nil && os.Getenv("HEARTH_INTEROP_MUC_ONLY") == "" && n < 8 {
 		t.Errorf("only %d MUC scenarios passed, want 8:\n%s", n, out)
 	}
-	if err := srv.stop(); err != nil {
-		t.Errorf("stopping hearth dev: %v\n%s", err, srv.logTail(60))
+	if err := srv.Stop(); err != nil {
+		t.Errorf("stopping hearth dev: %v\n%s", err, srv.LogTail(60))
 	}
 }

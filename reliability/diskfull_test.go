@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/merveilles/hearth/internal/devinstance"
 	"github.com/merveilles/hearth/server/servertest"
 )
 
@@ -48,10 +49,7 @@ func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs in a private mount namespace")
 	}
-	bin := filepath.Join(t.TempDir(), "hearth")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/hearth").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := devinstance.Build(t)
 	data := filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
@@ -66,15 +64,15 @@ func TestDiskFull(t *testing.T) {
 		return string(out)
 	}
 
-	c2s := freePort(t)
-	startWith(t, ns.cmd, bin, data, c2s).terminate(t)
-	spw := addUserWith(t, ns.cmd, bin, data, "sender")
-	opw := addUserWith(t, ns.cmd, bin, data, "online")
-	fpw := addUserWith(t, ns.cmd, bin, data, "offline")
+	c2s := devinstance.FreePort(t)
+	stopDev(t, startDev(t, ns.cmd, bin, data, c2s))
+	spw := devinstance.AddUser(t, ns.cmd, bin, data, "sender@localhost", "")
+	opw := devinstance.AddUser(t, ns.cmd, bin, data, "online@localhost", "")
+	fpw := devinstance.AddUser(t, ns.cmd, bin, data, "offline@localhost", "")
 	filler := filepath.Join(data, "filler")
 	run("dd", "if=/dev/zero", "of="+filler, "bs=1M", fmt.Sprintf("count=%d", fillerMiB))
 	run("dd", "if=/dev/zero", "of="+filepath.Join(data, "filler-small"), "bs=64k", "count=4")
-	srv := startWith(t, ns.cmd, bin, data, c2s)
+	srv := startDev(t, ns.cmd, bin, data, c2s)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c2s))
 
 	// Archiving off for the sender and the offline recipient: a message to
@@ -197,8 +195,8 @@ func TestDiskFull(t *testing.T) {
 	again.r.Conn.Close()
 
 	// Restart on the same data: it opens, and every acknowledged message is kept.
-	srv.terminate(t)
-	startWith(t, ns.cmd, bin, data, c2s)
+	stopDev(t, srv)
+	startDev(t, ns.cmd, bin, data, c2s)
 	for i := base; i < base+more; i++ {
 		if target(i) == "offline@localhost" {
 			wantOff[i] = true

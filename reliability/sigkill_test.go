@@ -3,21 +3,17 @@
 package reliability
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/merveilles/hearth/internal/devinstance"
 	"github.com/merveilles/hearth/server/servertest"
 )
 
@@ -36,15 +32,13 @@ var (
 // management sends to it (an offline recipient: every message is stored);
 // after a restart, every message the server acknowledged must be delivered.
 func TestAckedMessagesSurviveSIGKILL(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "hearth")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/hearth").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := devinstance.Build(t)
 	data := filepath.Join(t.TempDir(), "data")
-	c2s := freePort(t)
-	start(t, bin, data, c2s).terminate(t) // creates the instance
-	spw, rpw := addUser(t, bin, data, "sender"), addUser(t, bin, data, "rcpt")
-	srv := start(t, bin, data, c2s)
+	c2s := devinstance.FreePort(t)
+	stopDev(t, startDev(t, nil, bin, data, c2s)) // creates the instance
+	spw := devinstance.AddUser(t, nil, bin, data, "sender@localhost", "")
+	rpw := devinstance.AddUser(t, nil, bin, data, "rcpt@localhost", "")
+	srv := startDev(t, nil, bin, data, c2s)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c2s))
 
 	r := servertest.DialRaw(t, addr)
@@ -75,7 +69,7 @@ func TestAckedMessagesSurviveSIGKILL(t *testing.T) {
 		for acked.Load() < killAt {
 			time.Sleep(time.Millisecond)
 		}
-		_ = srv.cmd.Process.Kill() // SIGKILL, by PID
+		srv.Kill() // SIGKILL, by PID
 		close(killed)
 	}()
 	sent := 0
@@ -98,13 +92,13 @@ func TestAckedMessagesSurviveSIGKILL(t *testing.T) {
 	}
 dead:
 	<-killed
-	<-srv.exited
+	<-srv.Exited()
 	r.Conn.Close()
 	<-readerDone
 	a := int(acked.Load())
 	t.Logf("sent %d messages, %d acknowledged before SIGKILL", sent, a)
 
-	start(t, bin, data, c2s)
+	startDev(t, nil, bin, data, c2s)
 	rc := servertest.DialRaw(t, addr)
 	rc.Login("rcpt", rpw, "check", "")
 	rc.Write("<presence/>")
@@ -143,97 +137,17 @@ dead:
 	}
 }
 
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
+// startDev runs hearth dev (E2EE off: the tests send plaintext) through
+// run, on this host or inside a test's namespace.
+func startDev(t *testing.T, run devinstance.Runner, bin, data string, c2s int) *devinstance.Instance {
+	t.Helper()
+	return devinstance.Start(t, bin, devinstance.Options{Data: data, C2S: c2s, Run: run, LogLevel: "warn", Args: []string{"--e2ee", "off"}})
 }
 
-// runner makes the command that runs a program: on this host, or inside
-// a namespace.
-type runner func(args ...string) *exec.Cmd
-
-// onHost runs programs in the test's own namespaces.
-func onHost(args ...string) *exec.Cmd { return exec.Command(args[0], args[1:]...) }
-
-func start(t *testing.T, bin, data string, c2s int) *proc {
+// stopDev stops hearth dev with SIGTERM and wants a clean exit.
+func stopDev(t *testing.T, in *devinstance.Instance) {
 	t.Helper()
-	return startWith(t, onHost, bin, data, c2s)
-}
-
-// startWith starts hearth dev through run and waits until it listens.
-func startWith(t *testing.T, run runner, bin, data string, c2s int) *proc {
-	t.Helper()
-	cmd := run(bin, "dev", "--data", data, "--bind", "127.0.0.1", "--e2ee", "off",
-		"--c2s-port", strconv.Itoa(c2s), "--tls-port", strconv.Itoa(freePort(t)),
-		"--http-port", strconv.Itoa(freePort(t)), "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if err := in.Stop(); err != nil {
+		t.Fatalf("stop hearth dev: %v\n%s", err, in.LogTail(40))
 	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c2s)), time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatal("hearth dev exited at start")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("hearth dev does not listen")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (p *proc) terminate(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		t.Fatal("hearth dev did not stop on SIGTERM")
-	}
-}
-
-func addUser(t *testing.T, bin, data, user string) string {
-	t.Helper()
-	return addUserWith(t, onHost, bin, data, user)
-}
-
-// addUserWith creates user@localhost with a random password through run.
-func addUserWith(t *testing.T, run runner, bin, data, user string) string {
-	t.Helper()
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	pw := hex.EncodeToString(b)
-	cmd := run(bin, "admin", "--data", data, "user", "add", user+"@localhost", "--password-stdin")
-	cmd.Stdin = strings.NewReader(pw + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("add %s: %v\n%s", user, err, out)
-	}
-	return pw
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
