@@ -23,10 +23,7 @@ import contextlib
 import io
 import logging
 import sys
-import time
-import traceback
 import uuid
-from pathlib import Path
 
 # Set before importing the shared suite, so no __pycache__ is left in the
 # checkout.
@@ -46,6 +43,8 @@ from slixmpp_suite import (  # noqa: E402
     check,
     error_condition,
     q,
+    registry,
+    run_scenarios,
 )
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -216,14 +215,7 @@ async def room_with(suite, label, owner, owner_nick, members=()):
 
 # --- scenarios ---------------------------------------------------------------
 
-SCENARIOS = []
-
-
-def scenario(name):
-    def register(fn):
-        SCENARIOS.append((name, fn))
-        return fn
-    return register
+SCENARIOS, scenario = registry()
 
 
 @scenario("join creates a members-only, non-anonymous, encrypted room (110, 201, 100; XEP-0045 10.1)")
@@ -506,65 +498,12 @@ async def s_plaintext(suite):
 
 # --- runner ------------------------------------------------------------------
 
-class Suite:
-    """What Client needs of a suite: where the server is, the accounts."""
-
-    def __init__(self, args):
-        self.host = args.host
-        self.c2s_port = args.c2s_port
-        self.tls_port = args.tls_port
-        self.domain = args.domain
-        self.cafile = args.cafile
-        self.accounts = {}
-        for line in Path(args.accounts).read_text().splitlines():
-            if line.strip():
-                name, pw = line.split(None, 1)
-                self.accounts[name] = pw.strip()
-        self.clients = []
-        self.notes = []
-
-    def password(self, localpart):
-        if localpart not in self.accounts:
-            raise Failure("account %s is not in the accounts file" % localpart)
-        return self.accounts[localpart]
-
-    def note(self, text):
-        self.notes.append(text)
+async def close_client(c):
+    await c.close()  # leave rooms with a proper </stream:stream>
 
 
 async def run(args):
-    suite = Suite(args)
-    failed, ran = [], 0
-    for name, fn in SCENARIOS:
-        if args.only and not any(o.lower() in name.lower() for o in args.only):
-            continue
-        ran += 1
-        suite.clients, suite.notes = [], []
-        started = time.monotonic()
-        try:
-            await asyncio.wait_for(fn(suite), args.scenario_timeout)
-            status, detail = "PASS", ""
-        except Failure as e:
-            status, detail = "FAIL", str(e)
-        except asyncio.TimeoutError:
-            status, detail = "FAIL", "scenario did not finish within %ds" % args.scenario_timeout
-        except Exception:
-            status, detail = "FAIL", "unexpected exception:\n" + traceback.format_exc()
-        for c in suite.clients:
-            await c.close()
-        for n in suite.notes:
-            print("NOTE %s: %s" % (name, n))
-        print("%s %s (%.1fs)" % (status, name, time.monotonic() - started))
-        if detail:
-            print("    " + detail.replace("\n", "\n    "))
-        sys.stdout.flush()
-        if status == "FAIL":
-            failed.append(name)
-    if ran == 0:
-        print("no scenario matched --only %s" % args.only)
-        return 1
-    print("%d of %d MUC scenario(s) failed" % (len(failed), ran) if failed else "all %d MUC scenarios passed" % ran)
-    return 1 if failed else 0
+    return await run_scenarios(args, SCENARIOS, "MUC", close_client)
 
 
 def main():

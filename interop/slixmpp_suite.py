@@ -395,14 +395,19 @@ def body_is(body):
 
 # --- scenarios ---------------------------------------------------------------
 
-SCENARIOS = []
+def registry():
+    """A list of (name, scenario) and the decorator that adds to it."""
+    scenarios = []
+
+    def scenario(name):
+        def register(fn):
+            scenarios.append((name, fn))
+            return fn
+        return register
+    return scenarios, scenario
 
 
-def scenario(name):
-    def register(fn):
-        SCENARIOS.append((name, fn))
-        return fn
-    return register
+SCENARIOS, scenario = registry()
 
 
 @scenario("login over STARTTLS")
@@ -1270,14 +1275,7 @@ async def s_mam_paging(suite):
 
 # --- E2EE scenarios (run against a server with the default policy) -----------
 
-E2EE_SCENARIOS = []
-
-
-def e2ee_scenario(name):
-    def register(fn):
-        E2EE_SCENARIOS.append((name, fn))
-        return fn
-    return register
+E2EE_SCENARIOS, e2ee_scenario = registry()
 
 
 @e2ee_scenario("E2EE required by default: plaintext bounces, OMEMO and chat states pass (DESIGN.md 5)")
@@ -1414,12 +1412,14 @@ async def s_omemo2(suite):
 # --- runner ------------------------------------------------------------------
 
 class Suite:
+    """What Client needs of a suite: where the server is, the accounts."""
+
     def __init__(self, args):
         self.host = args.host
         self.c2s_port = args.c2s_port
         self.tls_port = args.tls_port
         self.domain = args.domain
-        self.cafile = None if args.insecure else args.cafile
+        self.cafile = None if getattr(args, "insecure", False) else args.cafile
         self.accounts = {}
         for line in Path(args.accounts).read_text().splitlines():
             if line.strip():
@@ -1427,7 +1427,7 @@ class Suite:
                 self.accounts[name] = pw.strip()
         self.clients = []
         self.notes = []
-        self.omemo_record = args.omemo_record
+        self.omemo_record = getattr(args, "omemo_record", None)
 
     def password(self, localpart):
         if localpart not in self.accounts:
@@ -1438,12 +1438,16 @@ class Suite:
         self.notes.append(text)
 
 
-async def run(args):
+async def run_scenarios(args, scenarios, what, end_client):
+    """Run the scenarios --only selects, each with fresh clients, printing
+    PASS/FAIL lines; end_client(client) closes each client afterwards.
+    Returns the exit status."""
     suite = Suite(args)
-    failed = []
-    for name, fn in (E2EE_SCENARIOS if args.suite == "e2ee" else SCENARIOS):
+    failed, ran = [], 0
+    for name, fn in scenarios:
         if args.only and not any(o.lower() in name.lower() for o in args.only):
             continue
+        ran += 1
         suite.clients, suite.notes = [], []
         started = time.monotonic()
         try:
@@ -1456,7 +1460,7 @@ async def run(args):
         except Exception:
             status, detail = "FAIL", "unexpected exception:\n" + traceback.format_exc()
         for c in suite.clients:
-            c.kill()
+            await end_client(c)
         for n in suite.notes:
             print("NOTE %s: %s" % (name, n))
         print("%s %s (%.1fs)" % (status, name, time.monotonic() - started))
@@ -1466,8 +1470,22 @@ async def run(args):
         if status == "FAIL":
             failed.append(name)
         await asyncio.sleep(0.2)
-    print("%d scenario(s) failed" % len(failed) if failed else "all scenarios passed")
+    if ran == 0:
+        print("no %s scenario matched --only %s" % (what, args.only))
+        return 1
+    print("%d of %d %s scenario(s) failed" % (len(failed), ran, what) if failed
+          else "all %d %s scenarios passed" % (ran, what))
     return 1 if failed else 0
+
+
+async def kill_client(c):
+    c.kill()
+
+
+async def run(args):
+    if args.suite == "e2ee":
+        return await run_scenarios(args, E2EE_SCENARIOS, "E2EE", kill_client)
+    return await run_scenarios(args, SCENARIOS, "main", kill_client)
 
 
 async def watch_shutdown(args):
