@@ -33,17 +33,7 @@ var (
 
 func TestSlixmpp(t *testing.T) {
 	python := pythonWithSlixmpp(t)
-	bin := devinstance.Build(t)
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-
-	// The first start creates the instance (database, certificate, admin
-	// account); it must then stop cleanly on SIGTERM.
-	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
-	first := startHearth(t, bin, data, c2s, direct)
-	if err := first.Stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
-	}
+	bin, dir, data, c2s, direct := newInstance(t, startHearth)
 
 	passwords := make(map[string]string)
 	for _, u := range offlineAccounts {
@@ -90,14 +80,7 @@ func TestSlixmpp(t *testing.T) {
 func TestSlixmppE2EE(t *testing.T) {
 	python := pythonWithSlixmpp(t)
 	requirePythonModules(t, python, "omemo", "oldmemo.etree", "twomemo.etree")
-	bin := devinstance.Build(t)
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
-	first := startHearthArgs(t, bin, data, c2s, direct)
-	if err := first.Stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
-	}
+	bin, dir, data, c2s, direct := newInstance(t, startHearthArgs)
 	passwords := make(map[string]string)
 	for _, u := range []string{"alice", "bob"} {
 		passwords[u] = addUser(t, bin, data, u)
@@ -269,6 +252,21 @@ func suiteArgs(script, data string, c2s, direct int, accountsFile string, extra 
 		args = append(args, "--debug")
 	}
 	return append(args, extra...)
+}
+
+// newInstance builds hearth and creates an instance with a first start
+// (database, certificate, admin account), which must then stop cleanly on
+// SIGTERM. start is startHearth or startHearthArgs.
+func newInstance(t *testing.T, start func(t *testing.T, bin, data string, c2s, direct int, extra ...string) *devinstance.Instance) (bin, dir, data string, c2s, direct int) {
+	t.Helper()
+	bin, dir = devinstance.Build(t), t.TempDir()
+	data = filepath.Join(dir, "data")
+	c2s, direct = devinstance.FreePort(t), devinstance.FreePort(t)
+	first := start(t, bin, data, c2s, direct)
+	if err := first.Stop(); err != nil {
+		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
+	}
+	return bin, dir, data, c2s, direct
 }
 
 // startHearth runs hearth dev with E2EE off (the main scenarios exchange

@@ -6,12 +6,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/merveilles/hearth/internal/devinstance"
 )
 
 // mucMembers are the ordinary accounts slixmpp_muc.py uses; mucChatAdmin
@@ -28,14 +25,7 @@ var (
 // chat admin says otherwise.
 func TestSlixmppMUC(t *testing.T) {
 	python := pythonWithSlixmpp(t)
-	bin := devinstance.Build(t)
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	c2s, direct := devinstance.FreePort(t), devinstance.FreePort(t)
-	first := startHearthArgs(t, bin, data, c2s, direct)
-	if err := first.Stop(); err != nil {
-		t.Fatalf("first start of hearth dev: %v\n%s", err, first.LogTail(60))
-	}
+	bin, dir, data, c2s, direct := newInstance(t, startHearthArgs)
 	passwords := make(map[string]string)
 	for _, u := range mucMembers {
 		passwords[u] = addUser(t, bin, data, u)
