@@ -70,33 +70,20 @@ func fullLogin(ctx context.Context, o *options, t *target, user, resource string
 func openSessions(ctx context.Context, o *options, t *target, first, n int, resource string, r *Result, errs *errLog) ([]*conn, []time.Duration) {
 	conns := make([]*conn, n)
 	lat := make([]time.Duration, n)
-	var next atomic.Int64
 	var soft atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, o.concurrency) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t0 := time.Now()
-				u := o.user(first + i)
-				c, s, err := fullLogin(ctx, o, t, u, resource+strconv.Itoa(first+i))
-				soft.Add(int64(s))
-				if err != nil {
-					errs.add(fmt.Errorf("%s: %w", u, err))
-					continue
-				}
-				_ = c.nc.SetDeadline(time.Time{})
-				lat[i] = time.Since(t0)
-				conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
+	forEach(ctx, o.concurrency, n, func(i int) {
+		t0 := time.Now()
+		u := o.user(first + i)
+		c, s, err := fullLogin(ctx, o, t, u, resource+strconv.Itoa(first+i))
+		soft.Add(int64(s))
+		if err != nil {
+			errs.add(fmt.Errorf("%s: %w", u, err))
+			return
+		}
+		_ = c.nc.SetDeadline(time.Time{})
+		lat[i] = time.Since(t0)
+		conns[i] = c
+	})
 	r.SoftErrors += int(soft.Load())
 	ok := lat[:0:0]
 	for i, c := range conns {
@@ -105,6 +92,27 @@ func openSessions(ctx context.Context, o *options, t *target, first, n int, reso
 		}
 	}
 	return conns, ok
+}
+
+// forEach calls fn(i) for i in [0, n) from workers goroutines (at least
+// one), each taking the next i, until all are done or ctx ends.
+func forEach(ctx context.Context, workers, n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func closeAll(conns []*conn) {

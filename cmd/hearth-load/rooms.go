@@ -388,25 +388,12 @@ func runRooms(ctx context.Context, o *options, t *target, r *Result) error {
 
 	// Fill the rooms with o.concurrency joins at a time.
 	t0 := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, o.concurrency) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				rc := clients[i]
-				if _, _, err := rc.join(ro.roomJID(rc.room), "<history maxstanzas='0'/>", o.timeout); err != nil {
-					errs.add(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	forEach(ctx, o.concurrency, total, func(i int) {
+		rc := clients[i]
+		if _, _, err := rc.join(ro.roomJID(rc.room), "<history maxstanzas='0'/>", o.timeout); err != nil {
+			errs.add(err)
+		}
+	})
 	rr.FillSec = time.Since(t0).Seconds()
 	if errs.n > 0 {
 		stopReaders()
