@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -54,33 +53,6 @@ func (d *liveDaemon) stop() {
 	d.cancel = nil
 	<-d.done
 	d.Server.Stop()
-}
-
-func hasStatus(p *elem.Element, code string) bool {
-	if x := p.Child(muc.NSUser, "x"); x != nil {
-		for _, s := range x.Elements() {
-			if s.Name.Local == "status" && s.Get("code") == code {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// joinRoom enters a room and waits for the subject, which ends the join.
-func joinRoom(t *testing.T, c *servertest.Client, room, nick string) {
-	t.Helper()
-	occ := room + "@" + roomsDomain + "/" + nick
-	c.SendRaw(fmt.Sprintf("<presence to='%s'><x xmlns='%s'/></presence>", occ, muc.NS))
-	self := c.Expect(func(e *elem.Element) bool {
-		return e.Name.Local == "presence" && e.Get("from") == occ && (hasStatus(e, "110") || e.Get("type") == "error")
-	})
-	if self.Get("type") == "error" {
-		t.Fatalf("%s could not join %s: %s", c.JID, room, self)
-	}
-	c.Expect(func(e *elem.Element) bool {
-		return e.Name.Local == "message" && e.Child(elem.NSClient, "subject") != nil
-	})
 }
 
 func auditOf(t *testing.T, st store.Audit) []string {
@@ -138,8 +110,8 @@ func TestRoomsThroughSocketThenDirect(t *testing.T) {
 		t.Fatalf("retention of an hour: %v", err)
 	}
 
-	joinRoom(t, alice, "board", "Alice")
-	joinRoom(t, bob, "board", "Bob")
+	alice.EnterRoom("board@" + roomsDomain + "/Alice")
+	bob.EnterRoom("board@" + roomsDomain + "/Bob")
 	rooms, err := ops.ListRooms(ctx)
 	if err != nil || len(rooms) != 1 || strings.Join(rooms[0].Occupants, ",") != "Alice,Bob" {
 		t.Fatalf("list with two present: %+v %v", rooms, err)
@@ -150,7 +122,9 @@ func TestRoomsThroughSocketThenDirect(t *testing.T) {
 	if st, err = ops.SetRoom(ctx, actor, "board", muc.RoomChange{Plaintext: &plain}); err != nil || st.Mode != "plaintext" {
 		t.Fatalf("set plaintext: %+v %v", st, err)
 	}
-	alice.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@"+roomsDomain && hasStatus(e, "104") })
+	alice.Expect(func(e *elem.Element) bool {
+		return e.Get("from") == "board@"+roomsDomain && servertest.MUCStatus(e, "104")
+	})
 
 	// Removing bob's membership of the members-only room removes him.
 	if st, err = ops.AffiliateRoom(ctx, actor, "board", "bob", store.AffNone); err != nil || len(st.Affiliations) != 1 {
@@ -159,7 +133,7 @@ func TestRoomsThroughSocketThenDirect(t *testing.T) {
 	p := bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == "board@"+roomsDomain+"/Bob" && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "321") {
+	if !servertest.MUCStatus(p, "321") {
 		t.Fatalf("bob's removal: %s", p)
 	}
 	if _, err := ops.AffiliateRoom(ctx, actor, "board", "alice", store.AffMember); err == nil || !strings.Contains(err.Error(), "at least one owner") {

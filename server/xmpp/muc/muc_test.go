@@ -48,19 +48,6 @@ func isPresenceFrom(from string) func(*elem.Element) bool {
 	return func(e *elem.Element) bool { return e.Name.Local == "presence" && e.Get("from") == from }
 }
 
-func hasStatus(p *elem.Element, code string) bool {
-	x := p.Child(muc.NSUser, "x")
-	if x == nil {
-		return false
-	}
-	for _, s := range x.Elements() {
-		if s.Name.Local == "status" && s.Get("code") == code {
-			return true
-		}
-	}
-	return false
-}
-
 func item(p *elem.Element) *elem.Element {
 	if x := p.Child(muc.NSUser, "x"); x != nil {
 		return x.Child(muc.NSUser, "item")
@@ -75,7 +62,7 @@ func join(t *testing.T, c *servertest.Client, room, nick string, extra ...string
 	occ := roomJID(room) + "/" + nick
 	c.SendRaw(fmt.Sprintf("<presence to='%s'><x xmlns='%s'>%s</x></presence>", occ, muc.NS, strings.Join(extra, "")))
 	self := c.Expect(func(e *elem.Element) bool {
-		return e.Name.Local == "presence" && e.Get("from") == occ && (hasStatus(e, "110") || e.Get("type") == "error")
+		return e.Name.Local == "presence" && e.Get("from") == occ && (servertest.MUCStatus(e, "110") || e.Get("type") == "error")
 	})
 	if self.Get("type") == "error" {
 		t.Fatalf("%s could not join %s: %s", c.JID, room, self)
@@ -161,7 +148,7 @@ func TestCreateJoinAndTalkEncrypted(t *testing.T) {
 
 	self := join(t, alice, "garden", "Alice")
 	for _, code := range []string{"110", "201", "100", "170"} {
-		if !hasStatus(self, code) {
+		if !servertest.MUCStatus(self, code) {
 			t.Errorf("creator's presence lacks status %s: %s", code, self)
 		}
 	}
@@ -379,13 +366,13 @@ func TestKickBanAndAffiliations(t *testing.T) {
 	p := bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == roomJID("club")+"/Bob" && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "307") || !hasStatus(p, "110") || !strings.Contains(p.String(), "calm down") {
+	if !servertest.MUCStatus(p, "307") || !servertest.MUCStatus(p, "110") || !strings.Contains(p.String(), "calm down") {
 		t.Fatalf("kicked presence: %s", p)
 	}
 	p = carol.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == roomJID("club")+"/Bob" && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "307") {
+	if !servertest.MUCStatus(p, "307") {
 		t.Fatalf("others' view of the kick: %s", p)
 	}
 	// Kicked, not banned: bob may come back. Then he is banned.
@@ -394,7 +381,7 @@ func TestKickBanAndAffiliations(t *testing.T) {
 	p = bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == roomJID("club")+"/Bob" && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "301") {
+	if !servertest.MUCStatus(p, "301") {
 		t.Fatalf("banned presence: %s", p)
 	}
 	if c := joinError(t, bob, "club", "Bob"); c != "forbidden" {
@@ -646,7 +633,7 @@ func TestRoomsSurviveRestart(t *testing.T) {
 	s2 := start(t, opt)
 	alice := s2.Dial(t, "alice", "alice", "again")
 	self := join(t, alice, "keep", "Alice")
-	if hasStatus(self, "201") || item(self).Get("affiliation") != "owner" {
+	if servertest.MUCStatus(self, "201") || item(self).Get("affiliation") != "owner" {
 		t.Fatalf("after restart: %s", self)
 	}
 	if !strings.Contains(alice.Pending(), "k1") {
@@ -678,7 +665,7 @@ func TestModeratedRoomsVoiceAndSubject(t *testing.T) {
 	p := bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == roomJID("stage")+"/Bob" && item(e) != nil && item(e).Get("role") == "participant"
 	})
-	if !hasStatus(p, "110") {
+	if !servertest.MUCStatus(p, "110") {
 		t.Fatalf("own role change lacks 110: %s", p)
 	}
 	sendGroup(bob, "stage", "v2", "<body>thanks</body>")
@@ -710,7 +697,7 @@ func TestSemiAnonymousPlaintextRoomHidesJIDs(t *testing.T) {
 	mustResult(t, submitConfig(t, root, "masks", map[string]string{muc.FieldEncryption: "plaintext"}))
 	mustResult(t, submitConfig(t, alice, "masks", map[string]string{"muc#roomconfig_membersonly": "0", "muc#roomconfig_whois": "moderators"}))
 	self := join(t, bob, "masks", "Bob")
-	if hasStatus(self, "100") {
+	if servertest.MUCStatus(self, "100") {
 		t.Fatalf("semi-anonymous room says non-anonymous: %s", self)
 	}
 	join(t, carol, "masks", "Carol")
@@ -735,7 +722,7 @@ func TestSemiAnonymousPlaintextRoomHidesJIDs(t *testing.T) {
 	p = carol.Expect(func(e *elem.Element) bool {
 		return isPresenceFrom(roomJID("masks")+"/Bob")(e) && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "303") || item(p).Get("nick") != "Robert" {
+	if !servertest.MUCStatus(p, "303") || item(p).Get("nick") != "Robert" {
 		t.Fatalf("nick change: %s", p)
 	}
 	carol.Expect(isPresenceFrom(roomJID("masks") + "/Robert"))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/merveilles/hearth/server/config"
+	"github.com/merveilles/hearth/server/servertest"
 	"github.com/merveilles/hearth/server/store"
 	"github.com/merveilles/hearth/server/store/boltstore"
 	"github.com/merveilles/hearth/server/xmpp/elem"
@@ -51,7 +52,7 @@ func TestAdminOnLiveRooms(t *testing.T) {
 		t.Fatalf("set plaintext: %+v %v", st, err)
 	}
 	// Occupants are told the configuration changed, and plaintext flows.
-	bob.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@"+service && hasStatus(e, "104") })
+	bob.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@"+service && servertest.MUCStatus(e, "104") })
 	sendGroup(bob, "board", "p", "<body>now in clear</body>")
 	alice.Expect(isGroupMsg("p"))
 	if st.Occupants == nil || strings.Join(st.Occupants, ",") != "Alice,Bob" {
@@ -65,7 +66,7 @@ func TestAdminOnLiveRooms(t *testing.T) {
 	p := bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == "board@"+service+"/Bob" && e.Get("type") == "unavailable"
 	})
-	if !hasStatus(p, "321") {
+	if !servertest.MUCStatus(p, "321") {
 		t.Fatalf("removal: %s", p)
 	}
 

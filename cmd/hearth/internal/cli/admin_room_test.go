@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -31,33 +30,6 @@ func roomStatus(t *testing.T, out string) muc.RoomStatus {
 		t.Fatalf("not a room in JSON: %v\n%s", err, out)
 	}
 	return st
-}
-
-func mucStatus(p *elem.Element, code string) bool {
-	if x := p.Child(muc.NSUser, "x"); x != nil {
-		for _, s := range x.Elements() {
-			if s.Name.Local == "status" && s.Get("code") == code {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// enterRoom joins a room at rooms.localhost and waits for the subject.
-func enterRoom(t *testing.T, c *servertest.Client, room, nick string) {
-	t.Helper()
-	occ := room + "@rooms.localhost/" + nick
-	c.SendRaw(fmt.Sprintf("<presence to='%s'><x xmlns='%s'/></presence>", occ, muc.NS))
-	self := c.Expect(func(e *elem.Element) bool {
-		return e.Name.Local == "presence" && e.Get("from") == occ && (mucStatus(e, "110") || e.Get("type") == "error")
-	})
-	if self.Get("type") == "error" {
-		t.Fatalf("%s could not join %s: %s", c.JID, room, self)
-	}
-	c.Expect(func(e *elem.Element) bool {
-		return e.Name.Local == "message" && e.Child(elem.NSClient, "subject") != nil
-	})
 }
 
 // auditActors reads the audit log of a stopped instance.
@@ -105,7 +77,7 @@ func TestAdminRoomThroughDaemon(t *testing.T) {
 		t.Fatalf("created %+v", st)
 	}
 
-	enterRoom(t, bob, "board", "Bob")
+	bob.EnterRoom("board@rooms.localhost/Bob")
 	code, out, _ = adminCmd(t, data, "", "room", "list", "--json")
 	var rooms []muc.RoomStatus
 	if err := json.Unmarshal([]byte(out), &rooms); code != 0 || err != nil {
@@ -125,7 +97,9 @@ func TestAdminRoomThroughDaemon(t *testing.T) {
 		!regexp.MustCompile(`Retention:\s+90d \(default\)`).MatchString(out) || !regexp.MustCompile(`Title:\s+-`).MatchString(out) {
 		t.Fatalf("room set:\n%s", out)
 	}
-	bob.Expect(func(e *elem.Element) bool { return e.Get("from") == "board@rooms.localhost" && mucStatus(e, "104") })
+	bob.Expect(func(e *elem.Element) bool {
+		return e.Get("from") == "board@rooms.localhost" && servertest.MUCStatus(e, "104")
+	})
 
 	code, out, _ = adminCmd(t, data, "", "room", "show", "board")
 	for _, re := range []string{`JID:\s+board@rooms.localhost`, `Occupants:\s+1 \(Bob\)`, `Members-only:\s+yes`, `Federation:\s+off`,
@@ -144,14 +118,14 @@ func TestAdminRoomThroughDaemon(t *testing.T) {
 	p := bob.Expect(func(e *elem.Element) bool {
 		return e.Get("from") == "board@rooms.localhost/Bob" && e.Get("type") == "unavailable"
 	})
-	if !mucStatus(p, "321") {
+	if !servertest.MUCStatus(p, "321") {
 		t.Fatalf("bob's removal: %s", p)
 	}
 	code, out, _ = adminCmd(t, data, "", "room", "members", "board", "--add", "bob", "--as", "admin")
 	if code != 0 || !strings.Contains(out, "bob is now admin") || !regexp.MustCompile(`owner\s+admin@localhost\nadmin\s+bob@localhost\n`).MatchString(out) {
 		t.Fatalf("members --add --as admin:\n%s", out)
 	}
-	enterRoom(t, bob, "board", "Bob")
+	bob.EnterRoom("board@rooms.localhost/Bob")
 
 	// Destroy asks on a terminal; "n" keeps the room.
 	fakeTerminal(t)
