@@ -26,9 +26,9 @@ type metric struct {
 
 var metrics = []metric{
 	{"resting RSS", "MiB", "idle", func(r *Result) float64 { return mib(r.Before) }, "<= 0.65", 1},
-	{"resting PSS", "MiB", "idle", func(r *Result) float64 { return pssMiB(r.Before) }, "", 1},
-	{"resting anonymous RSS", "MiB", "idle", func(r *Result) float64 { return anonMiB(r.Before) }, "", 1},
-	{"peak RSS before the load (VmHWM)", "MiB", "idle", func(r *Result) float64 { return peakMiB(r.Before) }, "", 1},
+	{"resting PSS", "MiB", "idle", func(r *Result) float64 { return inMiB(r.Before, func(m *memSample) int64 { return m.PSSKiB }) }, "", 1},
+	{"resting anonymous RSS", "MiB", "idle", func(r *Result) float64 { return inMiB(r.Before, func(m *memSample) int64 { return m.AnonKiB }) }, "", 1},
+	{"peak RSS before the load (VmHWM)", "MiB", "idle", func(r *Result) float64 { return inMiB(r.Before, func(m *memSample) int64 { return m.PeakKiB }) }, "", 1},
 	{"RSS per idle session", "KiB", "idle", func(r *Result) float64 { return r.RSSPerSessionKiB }, "<= 0.35", 1},
 	{"anonymous RSS per idle session", "KiB", "idle", func(r *Result) float64 { return r.AnonPerSessionKiB }, "", 1},
 	{"logins/s", "", "logins", func(r *Result) float64 { return r.LoginsPerSec }, ">= 2", 0},
@@ -76,32 +76,17 @@ var resumeMetrics = []metric{
 	{"failed resumptions (sum of runs)", "", "resume", nil, "", 0},
 }
 
+// mib is a sample's RSS in MiB (0 without a sample).
 func mib(m *memSample) float64 {
-	if m == nil {
-		return 0
-	}
-	return float64(m.RSSKiB) / 1024
+	return inMiB(m, func(m *memSample) int64 { return m.RSSKiB })
 }
 
-func anonMiB(m *memSample) float64 {
+// inMiB is one of a sample's KiB figures in MiB (0 without a sample).
+func inMiB(m *memSample, kib func(*memSample) int64) float64 {
 	if m == nil {
 		return 0
 	}
-	return float64(m.AnonKiB) / 1024
-}
-
-func peakMiB(m *memSample) float64 {
-	if m == nil {
-		return 0
-	}
-	return float64(m.PeakKiB) / 1024
-}
-
-func pssMiB(m *memSample) float64 {
-	if m == nil {
-		return 0
-	}
-	return float64(m.PSSKiB) / 1024
+	return float64(kib(m)) / 1024
 }
 
 func median(xs []float64) float64 {
